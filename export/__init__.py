@@ -1,0 +1,1 @@
+"""SavedModel export of zoo encoders (embedding and hashing signatures): see the export issue."""

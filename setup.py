@@ -1,0 +1,25 @@
+"""GAN-derived image encoders (sketch-GAN, thin-GAN, BinGAN) for searching visual archives."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gan-encoder-zoo",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["zoo", "zoo.*", "export", "export.*", "serving", "serving.*"]),
+    package_data={"zoo": ["weights/*.weights.h5", "weights/*.golden.npz", "weights/manifest.json"]},
+    install_requires=[
+        "tensorflow-cpu>=2.21,<2.22",  # Keras 3; tensorflow-addons is not used (end-of-life)
+        "keras>=3.10",
+        "numpy>=1.26",
+        "h5py>=3.10",
+        "pillow>=10",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["zoo=zoo.cli:main"]},
+)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set everything up on a fresh Debian machine with Python 3.11, then run the main job:
+# load sketch_gan_merchant, encode a generated merchant-mark corpus, write a retrieval grid PNG.
+set -euo pipefail
+cd "$(dirname "$0")"
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null  # Fashion-MNIST idx files (BinGAN)
+fi
+python3 -m pip install -q -e ".[test]"
+python3 -m zoo demo --out demo

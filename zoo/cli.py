@@ -1,0 +1,152 @@
+"""`zoo` command line: parses arguments and calls library functions, nothing more."""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _recipe_changes(pairs):
+    """Parse --set key=value pairs into a dict with int/float values where they parse."""
+    changes = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"Expected --set key=value, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        changes[key] = value
+    return changes
+
+
+def cmd_list(args):
+    from zoo import list_models
+
+    for name, description in list_models().items():
+        print(f"{name:24s} {description}")
+
+
+def cmd_train(args):
+    from zoo.training.run import train_model
+
+    path = train_model(args.name, out_dir=args.out, data_dir=args.data_dir,
+                       recipe_changes=_recipe_changes(args.set), resume=not args.restart)
+    print(f"weights: {path}")
+
+
+def cmd_publish(args):
+    from zoo.training.run import publish
+
+    record = publish(args.name, args.run_dir)
+    print(json.dumps(record, indent=2))
+
+
+def cmd_evaluate(args):
+    from zoo.evaluation.run import evaluate_retrieval, format_table
+
+    results = evaluate_retrieval(args.names, corpus=args.corpus, data_dir=args.data_dir,
+                                 grid_dir=args.grid, record=args.record)
+    print(format_table(results))
+    if args.grid:
+        print(f"retrieval grids written to {args.grid}/")
+
+
+def cmd_models_md(args):
+    from zoo import model_cards
+
+    if args.check:
+        with open(model_cards.MODELS_MD) as handle:
+            if handle.read() != model_cards.render():
+                raise ValueError("MODELS.md is out of date; run `zoo models-md`.")
+        print("MODELS.md is up to date")
+    else:
+        print(f"wrote {model_cards.write()}")
+
+
+def cmd_demo(args):
+    from zoo.demo import run_demo
+
+    print(run_demo(args.model, args.out))
+
+
+def cmd_bench(args):
+    from zoo.benchmarks import benchmark_training
+
+    result = benchmark_training(args.name, steps=args.steps, batch_size=args.batch_size,
+                                rounds=args.rounds, jit_compile=args.jit)
+    print(f"machine: {result['machine']}")
+    print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each:")
+    print(f"  reference loop (eager GradientTape): {result['reference_s_per_step']:.3f} s/step")
+    print(f"  zoo GANTrainer.fit:                  {result['zoo_s_per_step']:.3f} s/step")
+    print(f"  speed-up: {result['speedup']:.2f}x")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sub = commands.add_parser("list", help="list registered models")
+    sub.set_defaults(run=cmd_list)
+
+    sub = commands.add_parser("train", help="train a registered model with its recipe")
+    sub.add_argument("name")
+    sub.add_argument("--out", help="run folder (default runs/NAME): checkpoints, samples, log")
+    sub.add_argument("--data-dir", help="where the corpus lives (Omniglot zips, image folder)")
+    sub.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a recipe field, e.g. --set iterations=200")
+    sub.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    sub.set_defaults(run=cmd_train)
+
+    sub = commands.add_parser("publish", help="copy a finished run's weights into the package")
+    sub.add_argument("name")
+    sub.add_argument("run_dir")
+    sub.set_defaults(run=cmd_publish)
+
+    sub = commands.add_parser("evaluate", help="measure models against baselines")
+    kinds = sub.add_subparsers(dest="kind", required=True)
+    kind = kinds.add_parser("retrieval", help="P@8, mAP, R@1/R@8 with a raw-pixel baseline")
+    kind.add_argument("names", nargs="+")
+    kind.add_argument("--corpus", help="named corpus (default: the first model's eval corpus)")
+    kind.add_argument("--data-dir", help="where the corpus lives (Omniglot zips)")
+    kind.add_argument("--grid", metavar="DIR", help="write a retrieval grid PNG per row")
+    kind.add_argument("--record", action="store_true",
+                      help="store the numbers in the weights manifest (for MODELS.md)")
+    kind.set_defaults(run=cmd_evaluate)
+
+    sub = commands.add_parser("models-md", help="regenerate MODELS.md from the registry")
+    sub.add_argument("--check", action="store_true", help="only check that it is up to date")
+    sub.set_defaults(run=cmd_models_md)
+
+    sub = commands.add_parser("demo", help="encode a generated corpus, write a retrieval grid")
+    sub.add_argument("--model", default="sketch_gan_merchant")
+    sub.add_argument("--out", default="demo")
+    sub.set_defaults(run=cmd_demo)
+
+    sub = commands.add_parser("bench", help="training speed vs. a plain reference loop")
+    sub.add_argument("name")
+    sub.add_argument("--steps", type=int, default=10)
+    sub.add_argument("--rounds", type=int, default=2)
+    sub.add_argument("--batch-size", type=int, default=128)
+    sub.add_argument("--jit", action="store_true", help="compile the zoo loop with XLA")
+    sub.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as error:
+        print(f"zoo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

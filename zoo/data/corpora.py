@@ -1,0 +1,55 @@
+"""Named corpora: what a registry entry trains and evaluates on, described as data.
+
+A corpus spec is a small dict, e.g. {"kind": "merchant_marks", "num_identities": 400,
+"instances_per_identity": 5, "seed": 0} or {"kind": "omniglot", "subsets": [...]}. `load_corpus`
+turns it into a `LabelledImages`; the labels serve evaluation only and never reach training.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledImages:
+    images: np.ndarray  # float32 [N, 64, 64, 1]
+    labels: np.ndarray  # int64 [N]: same label = exact match (identity, character)
+    parts: tuple = ()  # per image, the part names (merchant marks only)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def describe(spec):
+    """A one-line human description of a corpus spec."""
+    if spec["kind"] == "merchant_marks":
+        return (f"procedural merchant marks: {spec['num_identities']} identities x "
+                f"{spec['instances_per_identity']} instances, seed {spec['seed']}")
+    if spec["kind"] == "omniglot":
+        return "Omniglot " + " + ".join(spec["subsets"])
+    if spec["kind"] == "folder":
+        return f"image folder {spec['path']}"
+    raise ValueError(f"Unknown corpus kind {spec['kind']!r}.")
+
+
+def load_corpus(spec, data_dir=None):
+    """Materialise a corpus spec. `data_dir` overrides where Omniglot's zips or a folder live."""
+    kind = spec.get("kind")
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    if kind == "merchant_marks":
+        from zoo.data.merchant_marks import make_corpus
+
+        corpus = make_corpus(**options)
+        return LabelledImages(corpus.images, corpus.identities, corpus.parts)
+    if kind == "omniglot":
+        from zoo.data.omniglot import load_omniglot
+
+        omniglot = load_omniglot(data_dir, subsets=tuple(options.get("subsets", ())),
+                                 limit=options.get("limit"))
+        return LabelledImages(omniglot.images, omniglot.characters)
+    if kind == "folder":
+        from zoo.data.images import load_image_folder
+
+        folder = load_image_folder(data_dir or options["path"])
+        return LabelledImages(folder.images, np.arange(len(folder), dtype=np.int64))
+    raise ValueError(f"Unknown corpus kind {kind!r}; expected merchant_marks, omniglot or folder.")

@@ -1,0 +1,115 @@
+"""sketch-GAN and thin-GAN (Creswell & Bharath, "Adversarial Training for Sketch Retrieval",
+ECCV 2016 workshops, arXiv:1607.02748).
+
+Two small DCGAN-style pairs for 64x64 white-on-black line drawings. The encoder is the
+discriminator without its last layer: the flattened post-ReLU 1024-d feature, L2-normalised,
+compared by dot product. sketch-GAN's 9x9 first filter and 5x5 strided filters make it more
+tolerant of small shifts, rotations and rescalings than thin-GAN's 3x3 filters.
+
+Layer tables follow ../shared/specs/architectures.md (the only shape-consistent reading of the
+paper's Table 1). Trainable parameter counts, asserted in the tests:
+
+    thin-GAN   G 27,505  D 25,633  G+D 53,138  encoder 24,608
+    sketch-GAN G 22,225  D 17,825  G+D 40,050  encoder 16,800
+
+The discriminator's last layer returns a logit; the paper's sigmoid is applied inside the loss
+(binary cross-entropy from logits), which is the same function and numerically safer.
+"""
+
+import keras
+from keras import layers
+
+IMAGE_SHAPE = (64, 64, 1)
+ARCHITECTURES = ("sketch", "thin")
+FEATURES_LAYER = "features"
+
+
+def _check_architecture(architecture):
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown architecture {architecture!r}; expected one of {ARCHITECTURES}."
+        )
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _conv_bn_relu(x, filters, kernel_size, name):
+    """Strided convolution, BatchNorm, ReLU: the repeated discriminator block."""
+    x = layers.Conv2D(filters, kernel_size, strides=2, padding="same", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _up_bn_relu(x, filters, kernel_size, name):
+    """Fractionally strided convolution (x2), BatchNorm, ReLU: the repeated generator block."""
+    x = layers.Conv2DTranspose(
+        filters, kernel_size, strides=2, padding="same", name=f"{name}_deconv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+# ----------------------------------------------------------------------------- model builders
+
+
+def build_discriminator(architecture="sketch"):
+    """Discriminator: image [N, 64, 64, 1] in [0, 1] -> real/fake logit [N, 1].
+
+    The layer named ``features`` is the encoder's output (1024-d, post-ReLU, flattened).
+    """
+    _check_architecture(architecture)
+    images = keras.Input(IMAGE_SHAPE, name="images")
+    if architecture == "thin":
+        x = layers.Conv2D(8, 3, strides=2, padding="same", name="d0_conv")(images)
+        x = layers.ReLU(name="d0_relu")(x)
+        for index, filters in enumerate((16, 32, 64), start=1):
+            x = _conv_bn_relu(x, filters, 3, name=f"d{index}")
+    else:
+        x = layers.Conv2D(8, 9, strides=1, padding="same", name="d0_conv")(images)
+        x = layers.ReLU(name="d0_relu")(x)
+        for index in range(1, 4):
+            x = _conv_bn_relu(x, 16, 5, name=f"d{index}")
+    features = layers.Flatten(name=FEATURES_LAYER)(x)
+    logit = layers.Dense(1, name="real_fake_logit")(features)
+    return keras.Model(images, logit, name=f"{architecture}_discriminator")
+
+
+def build_generator(architecture="sketch", latent_dim=2):
+    """Generator: latent z [N, latent_dim] ~ N(0, 1) -> image [N, 64, 64, 1] in [0, 1]."""
+    _check_architecture(architecture)
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}.")
+    latent = keras.Input((latent_dim,), name="latent")
+    if architecture == "thin":
+        x = layers.Dense(4 * 4 * 64, activation="relu", name="g0_dense")(latent)
+        x = layers.Reshape((4, 4, 64), name="g0_reshape")(x)
+        for index, filters in enumerate((32, 16, 8), start=1):
+            x = _up_bn_relu(x, filters, 3, name=f"g{index}")
+        images = layers.Conv2DTranspose(
+            1, 3, strides=2, padding="same", activation="sigmoid", name="g4_deconv"
+        )(x)
+    else:
+        x = layers.Dense(4 * 4 * 8, activation="relu", name="g0_dense")(latent)
+        x = layers.Reshape((4, 4, 8), name="g0_reshape")(x)
+        x = _up_bn_relu(x, 16, 3, name="g1")
+        for index in range(2, 5):
+            x = _up_bn_relu(x, 16, 5, name=f"g{index}")
+        images = layers.Conv2D(
+            1, 9, strides=1, padding="same", activation="sigmoid", name="g5_conv"
+        )(x)
+    return keras.Model(latent, images, name=f"{architecture}_generator")
+
+
+def build_feature_extractor(discriminator):
+    """The discriminator without its last layer (shares its weights): images -> [N, 1024]."""
+    return keras.Model(
+        discriminator.inputs,
+        discriminator.get_layer(FEATURES_LAYER).output,
+        name=discriminator.name.replace("discriminator", "features"),
+    )
+
+
+def build_gan(architecture="sketch", latent_dim=2):
+    """(generator, discriminator) of one architecture: the family's entry point for the registry."""
+    return build_generator(architecture, latent_dim), build_discriminator(architecture)

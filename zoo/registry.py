@@ -1,0 +1,116 @@
+"""The zoo's registry: which models exist, how each was trained, and which weights it ships.
+
+An entry is data: architecture family and keyword arguments, training corpus, recipe, paper.
+What was measured when the weights were made (sha256, training command and time, metrics)
+lives in zoo/weights/manifest.json beside the weights files, written by `zoo publish`.
+Architecture code never reads either.
+"""
+
+import dataclasses
+import json
+import os
+
+from zoo.training.gan import PAPER, Recipe
+from zoo.weights import PACKAGE_WEIGHTS_DIR
+
+MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
+
+SKETCH_PAPER = "Creswell & Bharath, Adversarial Training for Sketch Retrieval, ECCV-W 2016, arXiv:1607.02748"
+
+# Named corpora (see zoo.data.corpora.load_corpus). Labels are used for evaluation only.
+CORPORA = {
+    "merchant_train": {"kind": "merchant_marks", "num_identities": 400,
+                       "instances_per_identity": 5, "seed": 0},
+    # Held-out identities, 10 drawings each, so that P@8 can reach 1 (9 true matches a query).
+    "merchant_eval": {"kind": "merchant_marks", "num_identities": 200,
+                      "instances_per_identity": 10, "seed": 1},
+    "omniglot_background": {"kind": "omniglot",
+                            "subsets": ["images_background_small1", "images_background_small2"]},
+}
+
+
+def get_corpus(name):
+    if name not in CORPORA:
+        raise ValueError(f"Unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}.")
+    return CORPORA[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    family: str
+    architecture: dict
+    corpus: str  # name in CORPORA it is trained on (no labels used)
+    eval_corpus: str  # name in CORPORA retrieval is measured on (labels for scoring only)
+    recipe: Recipe
+    paper: str
+    licence: str = "MIT (weights trained by this project)"
+    similarity: str = "dot product of L2-normalised embeddings"
+    preprocessing: str = ("grayscale, invert light backgrounds, crop to ink, pad to square with a "
+                          "3 px margin, resize to 64x64; strokes 1 on black 0")
+
+    @property
+    def weights_file(self):
+        return os.path.join(PACKAGE_WEIGHTS_DIR, f"{self.name}.weights.h5")
+
+    @property
+    def published(self):
+        """The manifest record of shipped weights ({} when none are shipped yet)."""
+        return read_manifest()["models"].get(self.name, {})
+
+
+REGISTRY = {}
+
+
+def register(entry):
+    if entry.name in REGISTRY:
+        raise ValueError(f"Model {entry.name!r} is registered twice.")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_entry(name):
+    if name not in REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}.")
+    return REGISTRY[name]
+
+
+def read_manifest():
+    """{"models": {name: record}, "baselines": {corpus: {baseline: metrics}}}."""
+    if not os.path.exists(MANIFEST_PATH):
+        return {"models": {}, "baselines": {}}
+    with open(MANIFEST_PATH) as handle:
+        return json.load(handle)
+
+
+def write_manifest(manifest):
+    temporary = MANIFEST_PATH + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, MANIFEST_PATH)
+
+
+# ----------------------------------------------------------------------------- entries
+
+register(ModelEntry(
+    name="sketch_gan_merchant",
+    description="sketch-GAN encoder (9x9 + 5x5 filters, 1024-d) trained on procedural merchant marks",
+    family="sketch_gan", architecture={"architecture": "sketch", "latent_dim": 2},
+    corpus="merchant_train", eval_corpus="merchant_eval", recipe=PAPER, paper=SKETCH_PAPER,
+))
+register(ModelEntry(
+    name="thin_gan_merchant",
+    description="thin-GAN encoder (3x3 filters, 1024-d) trained on procedural merchant marks",
+    family="sketch_gan", architecture={"architecture": "thin", "latent_dim": 2},
+    corpus="merchant_train", eval_corpus="merchant_eval", recipe=PAPER, paper=SKETCH_PAPER,
+))
+register(ModelEntry(
+    name="sketch_gan_omniglot",
+    description="sketch-GAN encoder trained on Omniglot background_small1 + small2 (no labels)",
+    family="sketch_gan", architecture={"architecture": "sketch", "latent_dim": 2},
+    corpus="omniglot_background", eval_corpus="omniglot_background", recipe=PAPER,
+    paper=SKETCH_PAPER,
+    licence="MIT (weights trained by this project on Omniglot, MIT licence)",
+))

@@ -1,0 +1,90 @@
+"""Train a registry entry with its recipe, and publish finished weights into the package."""
+
+import json
+import os
+import platform
+import shutil
+
+import numpy as np
+
+from zoo.data.corpora import load_corpus
+from zoo.models import get_family
+from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
+from zoo.training.train import train_gan
+from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights
+
+SUMMARY_NAME = "summary.json"
+
+
+def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=True,
+                progress=True):
+    """Train registry entry `name` to completion in `out_dir` (default runs/<name>).
+
+    Resumes from out_dir/checkpoint.npz when present. Writes out_dir/<name>.weights.h5 (G and
+    D, BatchNorm re-estimated on the training corpus) and out_dir/summary.json. Returns the
+    path of the weights file.
+    """
+    entry = get_entry(name)
+    recipe = entry.recipe.replace(**(recipe_changes or {}))
+    out_dir = out_dir or os.path.join("runs", name)
+    os.makedirs(out_dir, exist_ok=True)
+    images = load_corpus(get_corpus(entry.corpus), data_dir).images
+    generator, discriminator = get_family(entry.family).build_gan(**entry.architecture)
+    _, train_seconds = train_gan(generator, discriminator, images, recipe, out_dir, resume=resume,
+                                 progress=progress)
+    weights_path = os.path.join(out_dir, f"{name}.weights.h5")
+    sha256 = save_gan_weights(weights_path, generator, discriminator,
+                              attributes={"model": name, "family": entry.family})
+    summary = {
+        "model": name, "recipe": recipe.to_dict(), "corpus": entry.corpus, "sha256": sha256,
+        "train_seconds": train_seconds,
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+    }
+    with open(os.path.join(out_dir, SUMMARY_NAME), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    return weights_path
+
+
+def publish(name, run_dir, metrics=None, command=None):
+    """Copy a finished run's weights into the package and record them in the manifest."""
+    entry = get_entry(name)
+    with open(os.path.join(run_dir, SUMMARY_NAME)) as handle:
+        summary = json.load(handle)
+    if summary["recipe"] != entry.recipe.to_dict():
+        raise ValueError(f"Run {run_dir!r} used recipe {summary['recipe']}, but {name} is "
+                         f"registered with {entry.recipe.to_dict()}; only the registered recipe "
+                         f"is published.")
+    os.makedirs(PACKAGE_WEIGHTS_DIR, exist_ok=True)
+    temporary = entry.weights_file + ".tmp"
+    shutil.copyfile(os.path.join(run_dir, f"{name}.weights.h5"), temporary)
+    os.replace(temporary, entry.weights_file)
+    manifest = read_manifest()
+    manifest["models"][name] = record = {
+        **manifest["models"].get(name, {}),
+        "file": os.path.basename(entry.weights_file),
+        "sha256": summary["sha256"],
+        "trained_with": command or f"zoo train {name}",
+        "train_seconds": summary["train_seconds"],
+        "machine": summary["machine"],
+        **({"metrics": metrics} if metrics is not None else {}),
+    }
+    write_manifest(manifest)
+    write_golden(name)
+    return record
+
+
+def golden_path(name):
+    return os.path.join(PACKAGE_WEIGHTS_DIR, f"{name}.golden.npz")
+
+
+def write_golden(name):
+    """Store a fixed input and what the shipped weights make of it, for the golden test."""
+    from zoo import load
+    from zoo.data.merchant_marks import make_corpus
+
+    images = (make_corpus(num_identities=4, instances_per_identity=1, seed=99).images * 255)
+    images = images.round().astype(np.uint8)
+    embeddings = load(name).encode(images)
+    temporary = golden_path(name) + ".tmp.npz"
+    np.savez(temporary, images=images, embeddings=embeddings)
+    os.replace(temporary, golden_path(name))

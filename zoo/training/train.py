@@ -1,0 +1,79 @@
+"""Run a GAN recipe end to end: sample batches, fit with callbacks, checkpoint, resume, finish.
+
+The trainer knows nothing about a particular architecture or corpus: it takes a generator, a
+discriminator, a float32 image array [N, 64, 64, 1] and a Recipe.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.training.callbacks import Checkpoint, ProgressBar, SampleGrid, StepLogger, StopOnNaN
+from zoo.training.checkpoint import load_checkpoint
+from zoo.training.gan import make_trainer, reestimate_batchnorm
+
+
+def batch_dataset(images, batch_size, seed, first_step, last_step):
+    """Batches for steps [first_step, last_step): each a seeded sample without replacement.
+
+    Batch s depends only on (seed, s), so a resumed run sees exactly the batches a run that
+    was never interrupted would have seen.
+    """
+    corpus = tf.constant(images)
+    count = len(images)
+
+    def sample(step):
+        keys = tf.random.stateless_uniform([count], seed=tf.stack([tf.cast(seed, tf.int64), step]))
+        return tf.gather(corpus, tf.argsort(keys)[:batch_size])
+
+    steps = tf.data.Dataset.range(first_step, last_step)
+    return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def validate_training_images(images, batch_size):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (64, 64, 1):
+        raise ValueError(f"Expected training images of shape [N, 64, 64, 1], got {images.shape}.")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"Expected float training images in [0, 1], got dtype {images.dtype}.")
+    if len(images) < batch_size:
+        raise ValueError(f"Need at least batch_size={batch_size} training images, got {len(images)}.")
+    if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+        raise ValueError("Training images must be finite and within [0, 1].")
+    return images.astype(np.float32)
+
+
+def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, progress=True,
+              jit_compile=False):
+    """Train to `recipe.iterations` generator updates, resuming from `out_dir` if possible.
+
+    Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
+    samples/step_*.png (every recipe.sample_every steps). At the end the discriminator's
+    BatchNorm statistics are re-estimated on `images`. Returns the trainer and the
+    total training wall time in seconds over all sessions of the run.
+    """
+    images = validate_training_images(images, recipe.batch_size)
+    tf.keras.utils.set_random_seed(recipe.seed)
+    trainer = make_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
+    first_step, extra = 0, {}
+    if resume:
+        first_step, extra = load_checkpoint(trainer, out_dir)
+    elif os.path.exists(os.path.join(out_dir, "checkpoint.npz")):
+        os.remove(os.path.join(out_dir, "checkpoint.npz"))
+    steps_per_epoch = recipe.checkpoint_every
+    if first_step < recipe.iterations:
+        dataset = batch_dataset(images, recipe.batch_size * recipe.d_steps, recipe.seed,
+                                first_step, recipe.iterations)
+        checkpoint = Checkpoint(out_dir, steps_per_epoch, extra.get("train_seconds", 0.0))
+        callbacks = [StopOnNaN(), checkpoint,
+                     StepLogger(os.path.join(out_dir, "log.csv"), steps_per_epoch),
+                     SampleGrid(os.path.join(out_dir, "samples"), recipe.sample_every, first_step)]
+        if progress:
+            callbacks.append(ProgressBar(recipe.iterations, first_step))
+        trainer.fit(dataset, epochs=recipe.iterations // steps_per_epoch,
+                    initial_epoch=first_step // steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                    callbacks=callbacks, verbose=0)
+        extra["train_seconds"] = round(checkpoint.train_seconds, 1)
+    reestimate_batchnorm(discriminator, images)
+    return trainer, extra.get("train_seconds", 0.0)
