@@ -104,7 +104,7 @@ def build_generator(architecture="sketch", latent_dim=2):
 def build_feature_extractor(discriminator):
     """The discriminator without its last layer (shares its weights): images -> [N, 1024]."""
     return keras.Model(
-        discriminator.inputs,
+        discriminator.input,
         discriminator.get_layer(FEATURES_LAYER).output,
         name=discriminator.name.replace("discriminator", "features"),
     )

@@ -52,5 +52,8 @@ def load_checkpoint(trainer, directory):
             f"use another output folder or delete it to start over."
         )
     for variable, value in zip(variables, values):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"Checkpoint {path!r}: {variable.path} has shape {value.shape}, "
+                             f"the trainer expects {tuple(variable.shape)}.")
         variable.assign(value)
     return header["step"], header["extra"]

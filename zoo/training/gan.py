@@ -25,6 +25,9 @@ class Recipe:
     seed: int = 0
     checkpoint_every: int = 100
     sample_every: int = 250
+    # Compute precision while training: "mixed_bfloat16" (bf16 matmuls/convolutions with float32
+    # weights; about 2x faster on CPUs with AMX/AVX512-BF16) or "float32". Encoders run in float32.
+    precision: str = "mixed_bfloat16"
 
     def __post_init__(self):
         for field in ("iterations", "batch_size", "d_steps", "latent_dim",
@@ -37,6 +40,9 @@ class Recipe:
                 f"Expected 0 < learning_rate < 1 and 0 <= beta_1 < 1, got "
                 f"{self.learning_rate} and {self.beta_1}."
             )
+        if self.precision not in ("float32", "mixed_bfloat16"):
+            raise ValueError(f"Recipe.precision must be 'float32' or 'mixed_bfloat16', got "
+                             f"{self.precision!r}.")
         if self.iterations % self.checkpoint_every:
             raise ValueError(
                 f"Recipe.iterations ({self.iterations}) must be a multiple of checkpoint_every "
@@ -64,6 +70,7 @@ STABLE = Recipe(learning_rate=2e-4)  # the authors' follow-up code: Adam 2e-4, b
 
 
 def _bce_with_logits(logits, label):
+    logits = tf.cast(logits, tf.float32)
     return tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label),
                                                 logits=logits)
@@ -84,7 +91,7 @@ class GANTrainer(keras.Model):
         self.latent_dim = latent_dim
         self.d_steps = d_steps
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="latent_seed")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")  # mean D(x) on real images
@@ -147,8 +154,11 @@ class GANTrainer(keras.Model):
 def make_trainer(generator, discriminator, recipe, jit_compile=True):
     """A compiled GANTrainer with the recipe's Adam optimizers (built, ready to checkpoint)."""
     trainer = GANTrainer(generator, discriminator, recipe.latent_dim, recipe.d_steps, recipe.seed)
-    d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
-    g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
+    # Explicit names keep checkpoint variable paths the same in every process.
+    d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
+                                        name="d_adam")
+    g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
+                                        name="g_adam")
     d_optimizer.build(discriminator.trainable_variables)
     g_optimizer.build(generator.trainable_variables)
     trainer.compile(d_optimizer, g_optimizer, jit_compile=jit_compile)
@@ -166,7 +176,7 @@ def reestimate_batchnorm(model, images, batch_size=500):
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        probe = keras.Model(model.inputs, layer.input)
+        probe = keras.Model(model.input, layer.input)
         total, total_sq, count = 0.0, 0.0, 0
         for start in range(0, len(images), batch_size):
             x = probe(images[start : start + batch_size], training=False).numpy().astype(np.float64)

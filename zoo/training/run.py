@@ -5,12 +5,14 @@ import os
 import platform
 import shutil
 
+import keras
 import numpy as np
 
 from zoo.data.corpora import load_corpus
 from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
-from zoo.training.train import train_gan
+from zoo.training.gan import reestimate_batchnorm
+from zoo.training.train import precision_policy, train_gan
 from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights
 
 SUMMARY_NAME = "summary.json"
@@ -29,9 +31,18 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     out_dir = out_dir or os.path.join("runs", name)
     os.makedirs(out_dir, exist_ok=True)
     images = load_corpus(get_corpus(entry.corpus), data_dir).images
-    generator, discriminator = get_family(entry.family).build_gan(**entry.architecture)
-    _, train_seconds = train_gan(generator, discriminator, images, recipe, out_dir, resume=resume,
+    family = get_family(entry.family)
+    keras.utils.set_random_seed(recipe.seed)  # initial weights follow from the recipe's seed
+    with precision_policy(recipe.precision):
+        trained = family.build_gan(**entry.architecture)
+    _, train_seconds = train_gan(*trained, images, recipe, out_dir, resume=resume,
                                  progress=progress)
+    # The encoder runs in float32: copy the weights into float32 networks, then refit the
+    # discriminator's BatchNorm statistics on the real corpus.
+    generator, discriminator = family.build_gan(**entry.architecture)
+    for target, source in zip((generator, discriminator), trained):
+        target.set_weights(source.get_weights())
+    reestimate_batchnorm(discriminator, images)
     weights_path = os.path.join(out_dir, f"{name}.weights.h5")
     sha256 = save_gan_weights(weights_path, generator, discriminator,
                               attributes={"model": name, "family": entry.family})

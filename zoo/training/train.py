@@ -4,14 +4,28 @@ The trainer knows nothing about a particular architecture or corpus: it takes a 
 discriminator, a float32 image array [N, 64, 64, 1] and a Recipe.
 """
 
+import contextlib
 import os
+
+import keras
 
 import numpy as np
 import tensorflow as tf
 
 from zoo.training.callbacks import Checkpoint, ProgressBar, SampleGrid, StepLogger, StopOnNaN
 from zoo.training.checkpoint import load_checkpoint
-from zoo.training.gan import make_trainer, reestimate_batchnorm
+from zoo.training.gan import make_trainer
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Build models inside this block to give them the recipe's compute precision."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def batch_dataset(images, batch_size, seed, first_step, last_step):
@@ -49,9 +63,9 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
     """Train to `recipe.iterations` generator updates, resuming from `out_dir` if possible.
 
     Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
-    samples/step_*.png (every recipe.sample_every steps). At the end the discriminator's
-    BatchNorm statistics are re-estimated on `images`. Returns the trainer and the
-    total training wall time in seconds over all sessions of the run.
+    samples/step_*.png (every recipe.sample_every steps). Returns the trainer and the
+    total training wall time in seconds over all sessions of the run. The networks are
+    trained in the precision they were built with (see `precision_policy`).
     """
     images = validate_training_images(images, recipe.batch_size)
     tf.keras.utils.set_random_seed(recipe.seed)
@@ -75,5 +89,4 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
                     initial_epoch=first_step // steps_per_epoch, steps_per_epoch=steps_per_epoch,
                     callbacks=callbacks, verbose=0)
         extra["train_seconds"] = round(checkpoint.train_seconds, 1)
-    reestimate_batchnorm(discriminator, images)
     return trainer, extra.get("train_seconds", 0.0)
