@@ -1,8 +1,9 @@
 """Speed benchmarks: ratios against a baseline measured in the same process (not tests).
 
-`benchmark_training` times the zoo's `GANTrainer.fit` against a plain reference loop of the same
-model and algorithm (eager GradientTape, one D update on separate real and fake batches, one
-non-saturating G update, Adam), alternating the two so machine load affects both alike.
+`benchmark_training` times the zoo's `GANTrainer.fit` (in float32 and in the recipe's precision)
+against a plain reference loop of the same model and algorithm (eager GradientTape, float32, one
+D update on separate real and fake batches, one non-saturating G update, Adam), taking turns so
+that machine load affects all of them alike.
 """
 
 import os
@@ -16,7 +17,7 @@ import tensorflow as tf
 from zoo.loading import build
 from zoo.registry import get_entry
 from zoo.training.gan import make_trainer
-from zoo.training.train import batch_dataset
+from zoo.training.train import batch_dataset, precision_policy
 
 
 def machine_description():
@@ -53,16 +54,19 @@ def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, rea
 
 
 def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=False):
-    """Seconds per training step of the zoo loop and of the reference loop, and their ratio."""
+    """Seconds per training step: reference loop, zoo loop in float32 and in the recipe's
+    precision, measured alternately in one process; speed-ups are reference / zoo."""
     entry = get_entry(name)
     recipe = entry.recipe.replace(batch_size=batch_size)
     images = np.random.default_rng(0).random((max(batch_size * 2, 512), 64, 64, 1),
                                              dtype=np.float32)
-
-    generator, discriminator = build(name)
-    trainer = make_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
     dataset = batch_dataset(images, batch_size, 0, 0, 10**9)
-    trainer.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
+
+    def zoo_loop(precision):
+        with precision_policy(precision):
+            trainer = make_trainer(*build(name), recipe, jit_compile=jit_compile)
+        trainer.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
+        return lambda count: trainer.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
 
     ref_generator, ref_discriminator = build(name)
     ref_d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
@@ -75,16 +79,17 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
                                  ref_g_optimizer, batch, recipe.latent_dim)
 
     reference(2)  # warm up
-    timings = {"zoo": [], "reference": []}
+    loops = {"reference": reference, "zoo_float32": zoo_loop("float32")}
+    if recipe.precision != "float32":
+        loops[f"zoo_{recipe.precision}"] = zoo_loop(recipe.precision)
+    timings = {key: [] for key in loops}
     for _ in range(rounds):
-        started = time.perf_counter()
-        trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-        timings["zoo"].append((time.perf_counter() - started) / steps)
-        started = time.perf_counter()
-        reference(steps)
-        timings["reference"].append((time.perf_counter() - started) / steps)
-    zoo_seconds = float(np.median(timings["zoo"]))
-    reference_seconds = float(np.median(timings["reference"]))
+        for key, loop in loops.items():
+            started = time.perf_counter()
+            loop(steps)
+            timings[key].append((time.perf_counter() - started) / steps)
+    seconds = {key: float(np.median(values)) for key, values in timings.items()}
     return {"model": name, "batch_size": batch_size, "steps": steps * rounds,
-            "zoo_s_per_step": zoo_seconds, "reference_s_per_step": reference_seconds,
-            "speedup": reference_seconds / zoo_seconds, "machine": machine_description()}
+            "s_per_step": seconds, "machine": machine_description(),
+            "speedup": {key: seconds["reference"] / value for key, value in seconds.items()
+                        if key != "reference"}}

@@ -81,10 +81,12 @@ def cmd_bench(args):
     result = benchmark_training(args.name, steps=args.steps, batch_size=args.batch_size,
                                 rounds=args.rounds, jit_compile=args.jit)
     print(f"machine: {result['machine']}")
-    print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each:")
-    print(f"  reference loop (eager GradientTape): {result['reference_s_per_step']:.3f} s/step")
-    print(f"  zoo GANTrainer.fit:                  {result['zoo_s_per_step']:.3f} s/step")
-    print(f"  speed-up: {result['speedup']:.2f}x")
+    print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each "
+          f"(median s/step; speed-up = reference / loop):")
+    for loop, seconds in result["s_per_step"].items():
+        speedup = result["speedup"].get(loop)
+        ratio = f"  {speedup:.2f}x" if speedup else "  (baseline: eager GradientTape, float32)"
+        print(f"  {loop:24s} {seconds:7.3f} s/step{ratio}")
 
 
 def build_parser():

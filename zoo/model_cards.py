@@ -40,7 +40,7 @@ printed, which gives 40,050.
   cross-entropy from logits): the same function, numerically safer.
 - Adam uses beta_1 = 0.5 (DCGAN practice and the authors' later code); the paper gives only
   the learning rate 0.002. The authors' later learning rate 2e-4 is available as
-  `zoo.training.gan.STABLE`.
+  `zoo.training.recipe.STABLE` (`zoo train NAME --set learning_rate=0.0002`).
 - TF 'same' padding with stride 2 pads bottom/right only (the paper's Theano code pads
   symmetrically); this moves the shift-invariance map by about one pixel.
 - BatchNorm statistics used at encode time are re-estimated on the real training corpus after

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 
-from zoo.training.gan import PAPER, Recipe
+from zoo.training.recipe import PAPER, Recipe
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")

@@ -2,12 +2,12 @@
 
 import json
 import os
-import platform
 import shutil
 
 import keras
 import numpy as np
 
+from zoo.benchmarks import machine_description
 from zoo.data.corpora import load_corpus
 from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
@@ -49,7 +49,7 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     summary = {
         "model": name, "recipe": recipe.to_dict(), "corpus": entry.corpus, "sha256": sha256,
         "train_seconds": train_seconds,
-        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "machine": machine_description(),
     }
     with open(os.path.join(out_dir, SUMMARY_NAME), "w") as handle:
         json.dump(summary, handle, indent=2)

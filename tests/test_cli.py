@@ -1,0 +1,46 @@
+"""The command line and the reproducibility of the numbers MODELS.md reports."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+from zoo.evaluation.run import RAW_PIXELS, evaluate_retrieval
+from zoo.registry import REGISTRY, read_manifest
+
+
+def test_zoo_list_prints_every_model_without_tensorflow():
+    code = ("import sys; from zoo.cli import main; main(['list']); "
+            "assert 'tensorflow' not in sys.modules, 'zoo list imported TensorFlow'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name in REGISTRY:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "no_such_model"], "Unknown model 'no_such_model'"),
+    (["train", "thin_gan_merchant", "--set", "itrations=5"], "Unknown recipe keys"),
+    (["train", "thin_gan_merchant", "--set", "iterations"], "key=value"),
+    (["evaluate", "retrieval", "thin_gan_merchant", "--corpus", "nope"], "Unknown corpus"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_merchant_results_in_models_md_are_reproduced_by_their_command():
+    """`zoo evaluate retrieval sketch_gan_merchant thin_gan_merchant` gives MODELS.md's numbers."""
+    names = ["sketch_gan_merchant", "thin_gan_merchant"]
+    manifest = read_manifest()
+    results = evaluate_retrieval(names, corpus="merchant_eval")
+    for name in names:
+        recorded = manifest["models"][name]["metrics"]["merchant_eval"]
+        for metric, value in recorded.items():
+            assert results[name][metric] == pytest.approx(value, abs=2e-3), (name, metric)
+    recorded_pixels = manifest["baselines"]["merchant_eval"][RAW_PIXELS]
+    assert results[RAW_PIXELS] == pytest.approx(recorded_pixels, abs=1e-6)
+    assert np.isfinite(list(results["sketch_gan_merchant"].values())).all()
