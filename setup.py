@@ -10,7 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["zoo", "zoo.*", "export", "export.*", "serving", "serving.*"]),
-    package_data={"zoo": ["weights/*.weights.h5", "weights/*.golden.npz", "weights/manifest.json"]},
+    package_data={"zoo": ["weights/*.weights.h5", "weights/*.hash.npz", "weights/*.golden.npz",
+                           "weights/manifest.json"]},
     install_requires=[
         "tensorflow-cpu>=2.21,<2.22",  # Keras 3; tensorflow-addons is not used (end-of-life)
         "keras>=3.10",

@@ -8,4 +8,7 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq dataset-fashion-mnist >/dev/null  # Fashion-MNIST idx files (BinGAN)
 fi
 python3 -m pip install -q -e ".[test]"
+# TF Serving's protos (warmup records); --no-deps: it names the full `tensorflow` wheel, which
+# would clash with tensorflow-cpu.
+python3 -m pip install -q --no-deps tensorflow-serving-api==2.21.0
 python3 -m zoo demo --out demo

@@ -8,8 +8,8 @@ def list_models():
     return {name: entry.description for name, entry in sorted(REGISTRY.items())}
 
 
-def load(name, weights_path=None):
+def load(name, weights_path=None, with_hash_head=True):
     """The Encoder of registered model `name`, with its shipped sha256-verified weights."""
     from zoo.loading import load as _load
 
-    return _load(name, weights_path)
+    return _load(name, weights_path, with_hash_head)

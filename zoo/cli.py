@@ -89,6 +89,13 @@ def cmd_bench(args):
         print(f"  {loop:24s} {seconds:7.3f} s/step{ratio}")
 
 
+def cmd_export(args):
+    from zoo import load
+
+    path = load(args.name).export(args.out, args.version, overwrite=args.overwrite)
+    print(f"exported {args.name} version {args.version} to {path}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +116,13 @@ def build_parser():
     sub.add_argument("name")
     sub.add_argument("run_dir")
     sub.set_defaults(run=cmd_publish)
+
+    sub = commands.add_parser("export", help="write a versioned SavedModel for TF Serving")
+    sub.add_argument("name")
+    sub.add_argument("--out", default="models", help="base folder (default: models)")
+    sub.add_argument("--version", type=int, default=1)
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    sub.set_defaults(run=cmd_export)
 
     sub = commands.add_parser("evaluate", help="measure models against baselines")
     kinds = sub.add_subparsers(dest="kind", required=True)

@@ -3,10 +3,18 @@
 An `Encoder` wraps a feature extractor (a discriminator without its real/fake head) and the
 input contract: [N, 64, 64, 1] (or [N, 64, 64]) float in [0, 1] or uint8 in [0, 255], strokes
 bright on a dark background. Anything else is refused with a ValueError saying what was expected.
+
+An encoder may carry a hash head (a `zoo.hashing.LinearHash` on the L2-normalised embedding):
+`hash(images)` then returns K-bit codes compared by Hamming distance, and `export` writes a
+SavedModel with embedding and hashing signatures (export/saved_model.py).
 """
+
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
+
+from zoo.hashing import LinearHash, fit_itq, pack_bits
 
 IMAGE_SIZE = 64
 
@@ -37,14 +45,45 @@ def validate_images(images, size=IMAGE_SIZE):
     return np.clip(images, 0.0, 1.0).astype(np.float32)
 
 
-class Encoder:
-    """encode(images) -> float32 [N, D] unit vectors; similarity = dot product."""
+def linear_hash_bits_tf(embeddings, mean, projection):
+    """bits = ((embeddings - mean) @ projection >= 0) as uint8 [N, K]: the TensorFlow ops of a
+    LinearHash, shared by `Encoder.hash` and the exported graph so both give the same bits."""
+    projected = tf.matmul(embeddings - mean, projection)
+    return tf.cast(projected >= 0.0, tf.uint8)
 
-    def __init__(self, name, feature_extractor, entry=None):
+
+_linear_hash_bits = tf.function(
+    linear_hash_bits_tf,
+    input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32),
+                     tf.TensorSpec([None, None], tf.float32)],
+)
+
+
+class Codes(NamedTuple):
+    """Binary codes of N images: `bits` uint8 [N, K] of 0/1 and the same bits packed eight a
+    byte, uint8 [N, ceil(K / 8)] in numpy.packbits order (compare with zoo.hashing's
+    `hamming_distances`)."""
+
+    bits: np.ndarray
+    packed: np.ndarray
+
+
+class Encoder:
+    """encode(images) -> float32 [N, D] unit vectors; similarity = dot product.
+
+    hash(images) -> Codes when the encoder has a hash head (a LinearHash on the embedding);
+    `metadata` is a dict of facts for the exported model card (training corpus, ...).
+    """
+
+    def __init__(self, name, feature_extractor, entry=None, hash_head=None, metadata=None):
         self.name = name
         self.feature_extractor = feature_extractor
         self.entry = entry
         self.embedding_dim = int(feature_extractor.output_shape[-1])
+        self.hash_head = None
+        if hash_head is not None:
+            self.set_hash_head(hash_head)
+        self.metadata = dict(metadata) if metadata is not None else {}
         self._embed = tf.function(
             self._embed_batch,
             input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32)],
@@ -52,7 +91,8 @@ class Encoder:
         )
 
     def __repr__(self):
-        return f"Encoder({self.name!r}, embedding_dim={self.embedding_dim})"
+        bits = f", num_bits={self.hash_head.num_bits}" if self.hash_head is not None else ""
+        return f"Encoder({self.name!r}, embedding_dim={self.embedding_dim}{bits})"
 
     def _embed_batch(self, images):
         features = self.feature_extractor(images, training=False)
@@ -64,3 +104,41 @@ class Encoder:
         outputs = [self._embed(tf.constant(images[start : start + batch_size])).numpy()
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(outputs).astype(np.float32)
+
+    # ------------------------------------------------------------------------- hashing
+
+    def set_hash_head(self, hash_head):
+        """Use `hash_head` (a LinearHash over this encoder's embeddings) for `hash`."""
+        if not isinstance(hash_head, LinearHash):
+            raise ValueError(f"Expected a zoo.hashing.LinearHash as hash head; got "
+                             f"{type(hash_head).__name__}.")
+        if hash_head.input_dim != self.embedding_dim:
+            raise ValueError(f"Expected a hash head over {self.embedding_dim}-d embeddings; "
+                             f"got one over {hash_head.input_dim}-d inputs.")
+        self.hash_head = hash_head
+
+    def fit_hash_head(self, images, bits=64, seed=0, iterations=50):
+        """Fit an ITQ hash head (PCA + rotation, Gong & Lazebnik 2011) with `bits` bits on the
+        embeddings of `images`, use it, and return it."""
+        hash_head = fit_itq(self.encode(images), bits, iterations=iterations, seed=seed)
+        self.set_hash_head(hash_head)
+        return hash_head
+
+    def hash(self, images, batch_size=256):
+        """Binary codes of images (accepted as by `encode`) -> Codes(bits, packed)."""
+        if self.hash_head is None:
+            raise ValueError(f"Encoder {self.name!r} has no hash head; fit one with "
+                             f"encoder.fit_hash_head(images) or pass hash_head=.")
+        embeddings = self.encode(images, batch_size=batch_size)
+        bits = _linear_hash_bits(tf.constant(embeddings), tf.constant(self.hash_head.mean),
+                                 tf.constant(self.hash_head.projection)).numpy()
+        return Codes(bits, pack_bits(bits))
+
+    # ------------------------------------------------------------------------- export
+
+    def export(self, base_dir, version, overwrite=False):
+        """Write a TF Serving SavedModel to base_dir/<name>/<version>/ and return its path
+        (see export.saved_model.export_encoder)."""
+        from export.saved_model import export_encoder
+
+        return export_encoder(self, base_dir, version, overwrite=overwrite)

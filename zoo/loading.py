@@ -1,9 +1,12 @@
 """Build registered models and load their shipped, sha256-verified weights (offline)."""
 
+import numpy as np
+
 from zoo.encoder import Encoder
+from zoo.hashing import LinearHash
 from zoo.models import get_family
 from zoo.registry import get_entry
-from zoo.weights import load_gan_weights
+from zoo.weights import load_gan_weights, verify_sha256
 
 
 def build(name):
@@ -30,9 +33,26 @@ def load_gan(name, weights_path=None):
     return generator, discriminator
 
 
-def load(name, weights_path=None):
-    """The Encoder of a registered model with its shipped weights."""
+def load_hash_head(name):
+    """The shipped, sha256-verified hash head of a registered model (None if none shipped)."""
+    entry = get_entry(name)
+    record = entry.published.get("hash_head")
+    if not record:
+        return None
+    verify_sha256(entry.hash_head_file, record["sha256"])
+    with np.load(entry.hash_head_file) as stored:
+        return LinearHash.from_dict(dict(stored))
+
+
+def load(name, weights_path=None, with_hash_head=True):
+    """The Encoder of a registered model with its shipped weights and hash head.
+
+    With `weights_path` (your own training run), the encoder has no hash head until you fit
+    one (`encoder.fit_hash_head(images)`): a head belongs to the weights it was fitted on.
+    """
     entry = get_entry(name)
     _, discriminator = load_gan(name, weights_path)
     family = get_family(entry.family)
-    return Encoder(name, family.build_feature_extractor(discriminator), entry)
+    hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
+    return Encoder(name, family.build_feature_extractor(discriminator), entry,
+                   hash_head=hash_head)

@@ -7,6 +7,7 @@ from what the package ships.
 import os
 
 from zoo.data.corpora import describe
+from zoo.evaluation.run import table_columns
 from zoo.registry import CORPORA, REGISTRY, read_manifest
 
 MODELS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MODELS.md")
@@ -58,11 +59,12 @@ def _fmt(value):
 
 
 def _results_table(corpus, rows):
-    columns = list(next(iter(rows.values())))
+    columns = table_columns(rows)
     lines = [f"| {corpus} | " + " | ".join(columns) + " |",
              "|---|" + "---|" * len(columns)]
     for row, metrics in rows.items():
-        lines.append(f"| {row} | " + " | ".join(_fmt(metrics[c]) for c in columns) + " |")
+        cells = (_fmt(metrics[c]) if c in metrics else "-" for c in columns)
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -83,7 +85,8 @@ def render():
         names = _evaluated_together(manifest, corpus)
         if not names:
             continue
-        rows = {name: manifest["models"][name]["metrics"][corpus] for name in names}
+        rows = {row: metrics for name in names
+                for row, metrics in manifest["models"][name]["metrics"][corpus].items()}
         rows.update(manifest["baselines"].get(corpus, {}))
         lines += ["", f"### {corpus}: {describe(CORPORA[corpus])}", "",
                   "Command: `" + EVALUATE_COMMAND.format(names=" ".join(names), corpus=corpus)

@@ -55,6 +55,10 @@ class ModelEntry:
         return os.path.join(PACKAGE_WEIGHTS_DIR, f"{self.name}.weights.h5")
 
     @property
+    def hash_head_file(self):
+        return os.path.join(PACKAGE_WEIGHTS_DIR, f"{self.name}.hash.npz")
+
+    @property
     def published(self):
         """The manifest record of shipped weights ({} when none are shipped yet)."""
         return read_manifest()["models"].get(self.name, {})

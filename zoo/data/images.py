@@ -10,11 +10,15 @@ in any size. `preprocess` maps one such image onto the training distribution:
 4. pad to a square, centred, leaving `margin` pixels around the mark;
 5. resize to `size` x `size` with an antialiasing filter.
 
+The preprocessing runs as TensorFlow ops (zoo/data/preprocess_tf.py), the same ops that the
+exported SavedModels run on image bytes, so both give the same result.
+
 `load_image_folder` applies it to every image file below a folder; unreadable files are reported
 and skipped, never fatal.
 """
 
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -63,40 +67,42 @@ def decode_image(source):
     return array
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_preprocess(size, margin):
+    """The TensorFlow preprocessing as one graph per (size, margin)."""
+    import tensorflow as tf
+
+    from zoo.data.preprocess_tf import preprocess_image_tf
+
+    return tf.function(lambda gray: preprocess_image_tf(gray, size=size, margin=margin),
+                       input_signature=[tf.TensorSpec([None, None], tf.float32)])
+
+
 def preprocess(gray, size=DEFAULT_SIZE, margin=DEFAULT_MARGIN):
     """Map a grayscale image [H, W] in [0, 1] to float32 [size, size], strokes 1 on black 0.
 
-    Raises ValueError when the image holds no ink (a blank page).
+    Runs `zoo.data.preprocess_tf.preprocess_image_tf`, the same ops the exported SavedModels
+    run on image bytes. Raises ValueError when the image holds no ink (a blank page).
     """
+    import tensorflow as tf
+
+    from zoo.data.preprocess_tf import NO_INK_MESSAGE
+
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2:
         raise ValueError(f"Expected a grayscale image of shape [H, W], got shape {gray.shape}.")
+    if gray.size == 0:
+        raise ValueError(f"Expected a grayscale image with pixels, got shape {gray.shape}.")
     if not np.all(np.isfinite(gray)):
         raise ValueError("Image contains NaN or infinite values.")
     if size < 8 or not 0 <= margin < size // 2:
         raise ValueError(f"Expected size >= 8 and 0 <= margin < size / 2, got {size}, {margin}.")
-    background = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
-    if background > 0.5:
-        gray, background = 1.0 - gray, 1.0 - background
-    ink = np.clip(gray - background, 0.0, None)
-    peak = float(ink.max())
-    if peak < 0.05:
-        raise ValueError("Image holds no visible ink (it is blank or has no contrast).")
-    ink = ink / peak
-    rows = np.flatnonzero((ink > 0.5).any(axis=1))
-    cols = np.flatnonzero((ink > 0.5).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    height, width = crop.shape
-    scale = (size - 2 * margin) / max(height, width)
-    new_height = max(1, round(height * scale))
-    new_width = max(1, round(width * scale))
-    resized = Image.fromarray(crop).resize((new_width, new_height), Image.Resampling.BILINEAR,
-                                           reducing_gap=2.0 if scale < 0.5 else None)
-    canvas = np.zeros((size, size), np.float32)
-    top = (size - new_height) // 2
-    left = (size - new_width) // 2
-    canvas[top : top + new_height, left : left + new_width] = np.asarray(resized)
-    return np.clip(canvas, 0.0, 1.0)
+    try:
+        return _compiled_preprocess(int(size), int(margin))(tf.constant(gray)).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        if NO_INK_MESSAGE in error.message:
+            raise ValueError(NO_INK_MESSAGE) from None
+        raise
 
 
 def load_image(source, size=DEFAULT_SIZE, margin=DEFAULT_MARGIN):

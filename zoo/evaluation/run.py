@@ -6,6 +6,7 @@ import numpy as np
 
 from zoo.data.corpora import load_corpus
 from zoo.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
+from zoo.hashing import top_k_overlap
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
 from zoo.visualize import save_retrieval_grid
 
@@ -37,27 +38,50 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
     data = load_corpus(get_corpus(corpus), data_dir)
     parts = data.parts or None
     embeddings = {RAW_PIXELS: raw_pixel_embeddings(data.images)}
+    overlaps = {}
     for name in names:
-        embeddings[name] = load(name).encode(data.images)
+        encoder = load(name)
+        embeddings[name] = encoder.encode(data.images)
+        if encoder.hash_head is not None:
+            # Ranking by dot product of +-1 codes = ranking by Hamming distance (same ties).
+            bits = encoder.hash(data.images).bits
+            row = hamming_row(name, encoder.hash_head.num_bits)
+            embeddings[row] = 2.0 * bits.astype(np.float32) - 1.0
+            overlaps[row] = top_k_overlap(embeddings[name], bits, k=k)
     results = {}
     for row, vectors in embeddings.items():
         results[row] = retrieval_metrics(vectors, data.labels, parts=parts, k=k)
+        if row in overlaps:
+            results[row][f"cosine_overlap@{k}"] = overlaps[row]
         if grid_dir:
             file_name = row.replace(" ", "_") + f"_{corpus}.png"
             save_query_grid(os.path.join(grid_dir, file_name), data.images, vectors, data.labels)
     if record:
         manifest = read_manifest()
         for name in names:
-            manifest["models"][name].setdefault("metrics", {})[corpus] = results[name]
+            recorded = {row: results[row] for row in results
+                        if row == name or row.startswith(f"{name} (")}
+            manifest["models"][name].setdefault("metrics", {})[corpus] = recorded
         manifest["baselines"].setdefault(corpus, {})[RAW_PIXELS] = results[RAW_PIXELS]
         write_manifest(manifest)
     return results
 
 
+def hamming_row(name, bits):
+    return f"{name} ({bits}-bit ITQ, Hamming)"
+
+
+def table_columns(results):
+    """Metric names in first-seen order over all rows."""
+    return list(dict.fromkeys(c for metrics in results.values() for c in metrics))
+
+
 def format_table(results):
-    """A fixed-width text table of {row: {metric: value}}."""
-    columns = list(next(iter(results.values())))
-    lines = [f"{'':24s}" + "".join(f"{c:>13s}" for c in columns)]
+    """A fixed-width text table of {row: {metric: value}}; '-' where a row lacks a metric."""
+    columns = table_columns(results)
+    width = max(len(row) for row in results) + 2
+    lines = [" " * width + "".join(f"{c:>17s}" for c in columns)]
     for row, metrics in results.items():
-        lines.append(f"{row:24s}" + "".join(f"{metrics[c]:13.4f}" for c in columns))
+        cells = (f"{metrics[c]:17.4f}" if c in metrics else f"{'-':>17s}" for c in columns)
+        lines.append(f"{row:{width}s}" + "".join(cells))
     return "\n".join(lines)

@@ -13,9 +13,10 @@ from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
 from zoo.training.gan import reestimate_batchnorm
 from zoo.training.train import precision_policy, train_gan
-from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights
+from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights, sha256_of
 
 SUMMARY_NAME = "summary.json"
+HASH_BITS = 64
 
 
 def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=True,
@@ -80,8 +81,32 @@ def publish(name, run_dir, metrics=None, command=None):
         **({"metrics": metrics} if metrics is not None else {}),
     }
     write_manifest(manifest)
+    fit_hash_head(name)
     write_golden(name)
-    return record
+    return read_manifest()["models"][name]
+
+
+def fit_hash_head(name, bits=HASH_BITS, seed=0):
+    """Fit the shipped encoder's ITQ hash head on its training corpus and ship it.
+
+    The head (mean and projection of the L2-normalised embeddings) goes to
+    zoo/weights/<name>.hash.npz, its sha256 and code length to the manifest.
+    """
+    from zoo import load
+
+    entry = get_entry(name)
+    encoder = load(name, with_hash_head=False)
+    encoder.fit_hash_head(load_corpus(get_corpus(entry.corpus)).images, bits=bits, seed=seed)
+    path = entry.hash_head_file
+    temporary = path + ".tmp.npz"
+    np.savez(temporary, **encoder.hash_head.to_dict())
+    os.replace(temporary, path)
+    manifest = read_manifest()
+    manifest["models"][name]["hash_head"] = {
+        "file": os.path.basename(path), "sha256": sha256_of(path), "bits": bits,
+        "method": "PCA + ITQ (50 iterations) on the L2-normalised training-corpus embeddings",
+    }
+    write_manifest(manifest)
 
 
 def golden_path(name):
@@ -95,7 +120,8 @@ def write_golden(name):
 
     images = (make_corpus(num_identities=4, instances_per_identity=1, seed=99).images * 255)
     images = images.round().astype(np.uint8)
-    embeddings = load(name).encode(images)
+    encoder = load(name)
     temporary = golden_path(name) + ".tmp.npz"
-    np.savez(temporary, images=images, embeddings=embeddings)
+    np.savez(temporary, images=images, embeddings=encoder.encode(images),
+             bits=encoder.hash(images).bits)
     os.replace(temporary, golden_path(name))
