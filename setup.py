@@ -11,7 +11,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["zoo", "zoo.*", "export", "export.*", "serving", "serving.*"]),
     package_data={"zoo": ["weights/*.weights.h5", "weights/*.hash.npz", "weights/*.golden.npz",
-                           "weights/manifest.json"]},
+                           "weights/manifest.json"],
+                  "serving": ["*.config", "compose.yaml"]},
     install_requires=[
         "tensorflow-cpu>=2.21,<2.22",  # Keras 3; tensorflow-addons is not used (end-of-life)
         "keras>=3.10",
@@ -20,6 +21,8 @@ setup(
         "pillow>=10",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        "grpcio>=1.60",  # the serving client and server; TF Serving's stubs: see setup.sh
+        "protobuf>=5",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["zoo=zoo.cli:main"]},

@@ -1,1 +1,8 @@
-"""TF Serving deployment files and a thin gRPC client: see the serving issue."""
+"""Serving the zoo's exported encoders (../shared/specs/serving.md).
+
+- production: TensorFlow Serving with models.config, batching.config, monitoring.config and
+  compose.yaml in this folder;
+- `server`: a TF-Serving-compatible gRPC + REST server in Python (`zoo serve models/`) for tests,
+  demos and machines without the tensorflow_model_server binary;
+- `client`: `EncoderClient`, a thin gRPC client that needs neither the zoo nor the TF runtime.
+"""

@@ -72,7 +72,7 @@ def cmd_models_md(args):
 def cmd_demo(args):
     from zoo.demo import run_demo
 
-    print(run_demo(args.model, args.out))
+    print(run_demo(args.model, args.out, via_server=not args.in_process))
 
 
 def cmd_bench(args):
@@ -94,6 +94,16 @@ def cmd_export(args):
 
     path = load(args.name).export(args.out, args.version, overwrite=args.overwrite)
     print(f"exported {args.name} version {args.version} to {path}")
+
+
+def cmd_serve(args):
+    from serving.server import serve
+
+    serve(args.model_base_path, port=args.port, rest_port=args.rest_port, host=args.host,
+          model_config_file=args.model_config_file,
+          batching_parameters_file=args.batching_parameters_file,
+          poll_interval=args.poll_interval, max_message_mb=args.max_message_mb,
+          warmup=not args.no_warmup)
 
 
 def build_parser():
@@ -139,9 +149,11 @@ def build_parser():
     sub.add_argument("--check", action="store_true", help="only check that it is up to date")
     sub.set_defaults(run=cmd_models_md)
 
-    sub = commands.add_parser("demo", help="encode a generated corpus, write a retrieval grid")
+    sub = commands.add_parser("demo", help="export, serve, encode a generated corpus through "
+                                           "the client, write a retrieval grid")
     sub.add_argument("--model", default="sketch_gan_merchant")
     sub.add_argument("--out", default="demo")
+    sub.add_argument("--in-process", action="store_true", help="encode without the server")
     sub.set_defaults(run=cmd_demo)
 
     sub = commands.add_parser("bench", help="training speed vs. a plain reference loop")
@@ -151,6 +163,20 @@ def build_parser():
     sub.add_argument("--batch-size", type=int, default=128)
     sub.add_argument("--jit", action="store_true", help="compile the zoo loop with XLA")
     sub.set_defaults(run=cmd_bench)
+
+    sub = commands.add_parser("serve", help="serve exported models with TF Serving's gRPC/REST API")
+    sub.add_argument("model_base_path", nargs="?",
+                     help="folder of NAME/VERSION/ SavedModels (every model, latest version)")
+    sub.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    sub.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sub.add_argument("--model-config-file", help="TF Serving ModelServerConfig text proto")
+    sub.add_argument("--batching-parameters-file", help="TF Serving BatchingParameters text proto")
+    sub.add_argument("--poll-interval", type=float, default=1.0,
+                     help="seconds between file-system polls for new versions (0: never)")
+    sub.add_argument("--max-message-mb", type=float, default=64, help="largest request accepted")
+    sub.add_argument("--no-warmup", action="store_true", help="skip the warmup requests")
+    sub.set_defaults(run=cmd_serve)
     return parser
 
 

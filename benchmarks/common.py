@@ -1,0 +1,69 @@
+"""Shared setup of the serving benchmarks: export a model, write a config, start a server."""
+
+import argparse
+import atexit
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from serving.launch import copy_version, start_server
+
+MODEL = "thin_gan_merchant"
+
+CONFIG_TEMPLATE = """model_config_list {{
+  config {{
+    name: "{name}"
+    base_path: "{base_path}"
+    model_platform: "tensorflow"
+    model_version_policy {{ all {{}} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}
+"""
+
+
+def write_config(base_dir, name=MODEL):
+    path = os.path.join(base_dir, "models.config")
+    with open(path, "w") as handle:
+        handle.write(CONFIG_TEMPLATE.format(name=name, base_path=os.path.join(base_dir, name)))
+    return path
+
+
+def export_versions(base_dir, name=MODEL, versions=(1, 2)):
+    """Export `name` as version 1 and copy it to the other versions; return the zoo Encoder."""
+    import zoo
+
+    encoder = zoo.load(name)
+    encoder.export(base_dir, versions[0])
+    for version in versions[1:]:
+        copy_version(os.path.join(base_dir, name), versions[0], version)
+    return encoder
+
+
+def test_images(count, seed=0):
+    from zoo.data.merchant_marks import make_corpus
+
+    images = make_corpus(max(1, count // 4 + 1), 4, seed=seed).images[:count]
+    return np.asarray(images, np.float32).reshape(count, 64, 64, 1)
+
+
+def parser(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--kind", default="python", choices=["python", "tensorflow_model_server"])
+    parser.add_argument("--batching", default=os.path.join(os.path.dirname(__file__), "..",
+                                                           "serving", "batching.config"),
+                        help="batching parameters file ('' for none)")
+    return parser
+
+
+def start(kind, batching):
+    """Export the model into a temp dir and start a server on it: (server, encoder, base_dir)."""
+    base_dir = tempfile.mkdtemp(prefix="serving-bench-")
+    atexit.register(shutil.rmtree, base_dir, True)
+    encoder = export_versions(base_dir)
+    server = start_server(kind, write_config(base_dir), {MODEL: [1, 2]},
+                          batching_parameters_file=os.path.abspath(batching) if batching else None)
+    return server, encoder, base_dir

@@ -1,0 +1,582 @@
+"""Serving: the client against a TF-Serving-compatible server, and the production config files.
+
+The conformance tests run against every server kind: this package's server (`zoo serve`) and
+the real `tensorflow_model_server` when it is on PATH (skipped otherwise, and the skip says so).
+All on loopback, ephemeral ports, one server per kind for the module.
+"""
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from serving.client import EncoderClient
+from serving.launch import KINDS, REAL_SERVER, copy_version, start_server
+
+MODEL = "thin_gan_merchant"
+SERVING_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving")
+
+CONFIG = """model_config_list {{
+  config {{
+    name: "{name}"
+    base_path: "{base_path}"
+    model_platform: "tensorflow"
+    model_version_policy {{ all {{}} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}
+"""
+
+
+# ----------------------------------------------------------------------------- config files
+
+
+def test_model_config_parses():
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(os.path.join(SERVING_DIR, "models.config")) as handle:
+        config = text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig())
+    models = {model.name: model for model in config.model_config_list.config}
+    assert set(models) == {"sketch_gan_merchant", "thin_gan_merchant", "sketch_gan_omniglot"}
+    for name, model in models.items():
+        assert model.base_path == f"/models/{name}"
+        assert model.model_version_policy.WhichOneof("policy_choice") is not None
+    labels = dict(models["sketch_gan_merchant"].version_labels)
+    assert set(labels) == {"stable", "canary"}
+    assert set(labels.values()) <= set(models["sketch_gan_merchant"].model_version_policy
+                                       .specific.versions)
+
+
+def test_batching_and_monitoring_configs_parse():
+    from serving.protos import BatchingParameters, MonitoringConfig
+
+    with open(os.path.join(SERVING_DIR, "batching.config")) as handle:
+        batching = text_format.Parse(handle.read(), BatchingParameters())
+    assert batching.max_batch_size.value >= EncoderClient.__init__.__defaults__[5]  # batch_size
+    assert batching.batch_timeout_micros.value > 0
+    assert batching.num_batch_threads.value > 0 and batching.max_enqueued_batches.value > 0
+    with open(os.path.join(SERVING_DIR, "monitoring.config")) as handle:
+        monitoring = text_format.Parse(handle.read(), MonitoringConfig())
+    assert monitoring.prometheus_config.enable
+    assert monitoring.prometheus_config.path == "/monitoring/prometheus/metrics"
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse("max_batch_size: 3", BatchingParameters())  # a wrapper, not an int
+
+
+def test_compose_file_runs_tf_serving_with_the_configs():
+    with open(os.path.join(SERVING_DIR, "compose.yaml")) as handle:
+        text = handle.read()
+    try:
+        import yaml
+    except ImportError:  # PyYAML is optional: check the text
+        service = {"image": "tensorflow/serving" if "image: tensorflow/serving" in text else "",
+                   "command": [text], "volumes": [text]}
+    else:
+        (service,) = yaml.safe_load(text)["services"].values()
+    assert service["image"].startswith("tensorflow/serving")
+    flags = " ".join(service["command"])
+    for flag in ("--model_config_file=/config/models.config", "--enable_batching",
+                 "--batching_parameters_file=/config/batching.config",
+                 "--monitoring_config_file=/config/monitoring.config", "--enable_model_warmup",
+                 "--port=8500", "--rest_api_port=8501"):
+        assert flag in flags
+    mounted = " ".join(service["volumes"])
+    for name in ("models.config", "batching.config", "monitoring.config"):
+        assert f"./{name}:/config/{name}" in mounted
+        assert os.path.exists(os.path.join(SERVING_DIR, name))
+
+
+def test_single_model_mode_serves_every_model_found(tmp_path):
+    from serving.server import config_from_base_dir
+
+    for path in ("a_model/1", "a_model/3", "b_model/2", "not_a_model/notes", ".hidden/1"):
+        os.makedirs(tmp_path / path)
+    config = config_from_base_dir(str(tmp_path))
+    models = {model.name: model for model in config.model_config_list.config}
+    assert set(models) == {"a_model", "b_model"}
+    assert models["a_model"].model_version_policy.latest.num_versions == 1
+    with pytest.raises(ValueError, match="No models"):
+        config_from_base_dir(str(tmp_path / "not_a_model"))
+
+
+def test_client_imports_without_tensorflow_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys; import serving.client; "
+            "assert 'tensorflow.python' not in sys.modules and 'zoo' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(SERVING_DIR))
+
+
+def test_batch_queue_merges_concurrent_calls_and_attributes_errors():
+    from serving.protos import BatchingParameters
+    from serving.server import BatchQueue, ServingError
+
+    batch_sizes = []
+
+    def run(array):
+        batch_sizes.append(len(array))
+        if np.any(array < 0):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "negative input")
+        return {"double": array * 2}
+
+    parameters = text_format.Parse("max_batch_size { value: 8 } batch_timeout_micros { value: "
+                                   "200000 }", BatchingParameters())
+    queue = BatchQueue(run, parameters, threading.BoundedSemaphore(1))
+    inputs = [np.full((2, 3), index, np.float32) for index in range(4)] + [-np.ones((1, 3))]
+    results = [None] * len(inputs)
+
+    def call(index):
+        try:
+            results[index] = queue.submit(inputs[index])
+        except ServingError as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(4):
+        np.testing.assert_array_equal(results[index]["double"], inputs[index] * 2)
+    assert results[4].code == grpc.StatusCode.INVALID_ARGUMENT  # only the bad call fails
+    assert max(batch_sizes) > 2  # calls were merged
+    with pytest.raises(ServingError, match="larger than maximum input batch size"):
+        queue.submit(np.zeros((20, 3)))  # larger than a batch: refused, as by TF Serving
+    queue.close()
+    assert len(queue.submit(np.zeros((1, 3)))["double"]) == 1  # after close: runs unbatched
+
+
+def test_payload_cap_and_empty_config():
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from serving.launch import free_port
+    from serving.server import ModelServer
+
+    server = ModelServer(model_server_config_pb2.ModelServerConfig(), port=free_port(),
+                         rest_port=0, max_message_mb=1, poll_interval=0).start()
+    try:
+        with EncoderClient(f"127.0.0.1:{server.port}", MODEL, max_message_mb=8) as client:
+            error = rpc_error(lambda: client.encode(np.zeros((80, 64, 64, 1), np.float32)))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # 1.3 MB > 1 MB
+            error = rpc_error(lambda: client.encode(np.zeros((1, 64, 64, 1), np.float32)))
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict",
+            data=b" " * (2 << 20), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code == 429 and "larger than" in json.loads(caught.value.read())["error"]
+    finally:
+        server.stop()
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+
+def test_client_retries_only_unavailable_with_backoff():
+    client = EncoderClient("127.0.0.1:1", MODEL, retries=3, backoff=0.01)
+    calls = []
+
+    def flaky(request, timeout):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise _FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+        return "answer"
+
+    assert client._call(flaky, None) == "answer" and calls == [10.0] * 3
+
+    def invalid(request, timeout):
+        calls.append(timeout)
+        raise _FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)
+
+    calls.clear()
+    with pytest.raises(grpc.RpcError):
+        client._call(invalid, None)
+    assert len(calls) == 1  # not retried
+    with EncoderClient("127.0.0.1:1", MODEL, retries=2, backoff=0.01, timeout=2) as nowhere:
+        error = rpc_error(nowhere.status)  # nothing listens there: UNAVAILABLE after 3 tries
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(ValueError, match="version or version_label"):
+        EncoderClient("127.0.0.1:1", MODEL, version=1, version_label="stable")
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    import zoo
+
+    return zoo.load(MODEL)
+
+
+@pytest.fixture(scope="module")
+def exported(encoder, tmp_path_factory):
+    base_dir = tmp_path_factory.mktemp("exported")
+    encoder.export(str(base_dir), 1)
+    return base_dir
+
+
+@pytest.fixture(scope="module")
+def images():
+    from zoo.data.merchant_marks import make_corpus
+
+    return np.asarray(make_corpus(4, 3, seed=11).images, np.float32).reshape(-1, 64, 64, 1)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def server(request, exported, tmp_path_factory):
+    """A server of each kind over its own copy of the models: versions 1 and 2 (same weights),
+    labels stable -> 1 and canary -> 2, policy `all`, batching on, 1 s file-system polling."""
+    kind = request.param
+    if kind == REAL_SERVER and shutil.which(REAL_SERVER) is None:
+        pytest.skip(f"{REAL_SERVER} not on PATH")
+    base_dir = tmp_path_factory.mktemp(f"models_{kind}")
+    model_dir = base_dir / MODEL
+    shutil.copytree(exported / MODEL, model_dir)
+    copy_version(str(model_dir), 1, 2)
+    config = base_dir / "models.config"
+    config.write_text(CONFIG.format(name=MODEL, base_path=model_dir))
+    handle = start_server(kind, str(config), {MODEL: [1, 2]}, poll=1.0,
+                          batching_parameters_file=os.path.join(SERVING_DIR, "batching.config"),
+                          log_dir=str(base_dir))
+    handle.model_dir = str(model_dir)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with EncoderClient(server.target, MODEL, timeout=60) as client:
+        yield client
+
+
+def rest(server, path, body=None):
+    """(HTTP status, JSON) of a GET (body None) or POST to the server's REST API."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(server.rest_url + path, data=data,
+                                     method="GET" if data is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def png_bytes(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def rpc_error(call):
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+# ----------------------------------------------------------------------------- conformance
+
+
+def test_status_available(server, client):
+    states = client.status()
+    assert states[1] == "AVAILABLE" and states[2] == "AVAILABLE"
+    status, payload = rest(server, f"/v1/models/{MODEL}/versions/1")
+    assert status == 200
+    assert payload["model_version_status"][0]["state"] == "AVAILABLE"
+    assert payload["model_version_status"][0]["status"]["error_code"] == "OK"
+
+
+def test_encode_matches_in_process(client, encoder, images):
+    expected = encoder.encode(images)
+    np.testing.assert_allclose(client.encode(images), expected, atol=1e-5)
+    uint8 = np.round(images * 255).astype(np.uint8)
+    np.testing.assert_allclose(client.encode(uint8), encoder.encode(uint8.astype(np.float32) / 255),
+                               atol=1e-5)
+    np.testing.assert_allclose(client.encode(images[..., 0]), expected, atol=1e-5)  # [N, H, W]
+
+
+def test_large_batches_are_chunked(server, encoder, images):
+    with EncoderClient(server.target, MODEL, batch_size=5) as client:
+        embeddings = client.encode(images)
+        assert len(client.last_versions) == -(-len(images) // 5)
+    np.testing.assert_allclose(embeddings, encoder.encode(images), atol=1e-5)
+
+
+def test_hash_bits_equal_in_process(client, encoder, images):
+    codes = client.hash(images)
+    expected = encoder.hash(images)
+    assert codes.bits.dtype == np.uint8 and codes.bits.shape == expected.bits.shape
+    np.testing.assert_array_equal(codes.bits, expected.bits)
+    np.testing.assert_array_equal(codes.packed, np.packbits(codes.bits, axis=1))
+
+
+def test_encode_files_equals_bytes_path(client, images, tmp_path):
+    files = [png_bytes(image) for image in images[:4]]
+    paths = []
+    for index, data in enumerate(files):
+        paths.append(tmp_path / f"mark_{index}.png")
+        paths[-1].write_bytes(data)
+    from_paths = client.encode_files([str(path) for path in paths])
+    from_bytes = client.encode_files(files)
+    raw = client.predict("encode_images", {"image_bytes": np.array(files, dtype=object)})
+    np.testing.assert_allclose(from_paths, from_bytes, atol=1e-6)
+    np.testing.assert_allclose(from_bytes, raw["embedding"], atol=1e-6)
+    assert from_paths.shape == (4, client.encode(images[:1]).shape[1])
+    np.testing.assert_allclose(np.linalg.norm(from_paths, axis=1), 1.0, atol=1e-4)
+
+
+def test_encode_files_any_format(client, images):
+    """The same marks as PNG, as BMP (its data ends in NUL bytes) and as an RGB scan with dark
+    ink on light paper give the same embeddings."""
+    from PIL import Image
+
+    def encoded(image, fmt, light_paper):
+        pixels = np.round(image[..., 0] * 255).astype(np.uint8)
+        picture = Image.fromarray(255 - pixels if light_paper else pixels)
+        buffer = io.BytesIO()
+        (picture.convert("RGB") if light_paper else picture).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    png = client.encode_files([encoded(image, "PNG", False) for image in images[:3]])
+    bmp = client.encode_files([encoded(image, "BMP", False) for image in images[:3]])
+    scan = client.encode_files([encoded(image, "PNG", True) for image in images[:3]])
+    np.testing.assert_allclose(bmp, png, atol=1e-5)
+    np.testing.assert_allclose(scan, png, atol=1e-4)
+
+
+def test_metadata_lists_the_signatures(server, client):
+    metadata = client.metadata()
+    signatures = metadata["signature_def"]
+    for name in ("serving_default", "hash", "encode_images", "hash_images"):
+        assert name in signatures
+    assert signatures["serving_default"]["inputs"]["images"] == ("float", [-1, 64, 64, 1])
+    assert set(signatures["hash"]["outputs"]) == {"bits", "codes_bytes"}
+    assert signatures["encode_images"]["inputs"]["image_bytes"][0] == "string"
+    assert metadata["model_spec"]["name"] == MODEL
+    status, payload = rest(server, f"/v1/models/{MODEL}/labels/stable/metadata")
+    assert status == 200 and payload["model_spec"]["version"] == "1"
+    assert "hash" in payload["metadata"]["signature_def"]["signature_def"]
+
+
+def test_rest_row_and_columnar_formats(server, client, images):
+    batch = images[:2]
+    expected = client.encode(batch)
+    status, row = rest(server, f"/v1/models/{MODEL}:predict", {"instances": batch.tolist()})
+    assert status == 200
+    np.testing.assert_allclose(row["predictions"], expected, atol=1e-5)
+    status, columnar = rest(server, f"/v1/models/{MODEL}/versions/2:predict",
+                            {"inputs": {"images": batch.tolist()}})
+    assert status == 200
+    np.testing.assert_allclose(columnar["outputs"], expected, atol=1e-5)
+    # Several outputs: rows of {alias: value}; `_bytes` outputs base64-encoded.
+    codes = client.hash(batch)
+    status, hashed = rest(server, f"/v1/models/{MODEL}:predict",
+                          {"signature_name": "hash", "instances": batch.tolist()})
+    assert status == 200
+    for index, prediction in enumerate(hashed["predictions"]):
+        assert prediction["bits"] == codes.bits[index].tolist()
+        assert base64.b64decode(prediction["codes_bytes"]["b64"]) == codes.packed[index].tobytes()
+    status, hashed = rest(server, f"/v1/models/{MODEL}:predict",
+                          {"signature_name": "hash", "inputs": batch.tolist()})
+    assert status == 200 and hashed["outputs"]["bits"] == codes.bits.tolist()
+    # b64 in: image files.
+    files = [png_bytes(image) for image in batch]
+    status, from_files = rest(server, f"/v1/models/{MODEL}:predict", {
+        "signature_name": "encode_images",
+        "instances": [{"b64": base64.b64encode(data).decode()} for data in files]})
+    assert status == 200
+    np.testing.assert_allclose(from_files["predictions"], client.encode_files(files), atol=1e-5)
+
+
+def test_not_found_errors(server, images):
+    one = images[:1]
+    with EncoderClient(server.target, "no_such_model") as client:
+        error = rpc_error(lambda: client.encode(one))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert "Servable not found for request: Latest(no_such_model)" in error.details()
+        assert rpc_error(client.status).code() == grpc.StatusCode.NOT_FOUND
+    with EncoderClient(server.target, MODEL, version=99) as client:
+        error = rpc_error(lambda: client.encode(one))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert f"Specific({MODEL}, 99)" in error.details()
+    with EncoderClient(server.target, MODEL, version_label="nightly") as client:
+        error = rpc_error(lambda: client.encode(one))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # as TF Serving answers
+        assert "Unrecognized servable version label: nightly" in error.details()
+    with EncoderClient(server.target, MODEL) as client:
+        error = rpc_error(lambda: client.encode(one, signature="no_such_signature"))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION  # as TF Serving answers
+        assert 'Serving signature key "no_such_signature" not found' in error.details()
+    status, payload = rest(server, "/v1/models/no_such_model:predict", {"instances": one.tolist()})
+    assert status == 404 and "Servable not found" in payload["error"]
+    status, payload = rest(server, f"/v1/models/{MODEL}/versions/99")
+    assert status == 404 and "error" in payload
+    status, payload = rest(server, f"/v1/models/{MODEL}/labels/nightly:predict",
+                           {"instances": one.tolist()})
+    assert status == 400 and "Unrecognized servable version label" in payload["error"]
+
+
+def test_invalid_argument_errors(server, client, images):
+    one = images[:1]
+    error = rpc_error(lambda: client.predict("serving_default", {"image": one}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "images" in error.details()  # the message lists what the signature expects
+    error = rpc_error(lambda: client.predict("serving_default", {"images": one, "extra": one}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "images" in error.details()
+    error = rpc_error(lambda: client.predict("serving_default",
+                                             {"images": np.ones((1, 64, 64, 1), np.uint8)}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = rpc_error(lambda: client.predict("serving_default",
+                                             {"images": np.zeros((1, 32, 32, 1), np.float32)}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = rpc_error(lambda: client.predict("hash", {"images": one}, output_filter=["code"]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "bits" in error.details()
+    error = rpc_error(lambda: client.encode_files([b"not an image at all"]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = rpc_error(lambda: client.encode(np.full((1, 64, 64, 1), 7.0, np.float32)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "[0, 1]" in error.details()
+    # output_filter keeps only what is asked for.
+    assert set(client.predict("hash", {"images": one}, output_filter=["bits"])) == {"bits"}
+    status, payload = rest(server, f"/v1/models/{MODEL}:predict",
+                           {"inputs": {"image": one.tolist()}})
+    assert status == 400 and "images" in payload["error"]
+    status, payload = rest(server, f"/v1/models/{MODEL}:predict",
+                           {"signature_name": "encode_images", "instances": [{"b64": "@@"}]})
+    assert status == 400 and "error" in payload
+    status, payload = rest(server, f"/v1/models/{MODEL}:predict", b"{not json")
+    assert status == 400 and "error" in payload
+
+
+def test_version_labels_and_specific_versions(server, client, images):
+    expected = client.encode(images[:2])
+    for kwargs, version in (({"version": 1}, 1), ({"version": 2}, 2),
+                            ({"version_label": "stable"}, 1), ({"version_label": "canary"}, 2)):
+        with EncoderClient(server.target, MODEL, **kwargs) as pinned:
+            np.testing.assert_allclose(pinned.encode(images[:2]), expected, atol=1e-5)
+            assert pinned.last_versions == [version]
+            assert pinned.metadata()["model_spec"]["version"] == version
+            assert set(pinned.status()) == {version}
+
+
+def test_reload_config_moves_a_label(server, images):
+    from serving.protos import serving_apis
+    from tensorflow_serving.config import model_server_config_pb2
+
+    apis = serving_apis()
+    stub = apis.model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.target))
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(CONFIG.format(name=MODEL, base_path=server.model_dir), config)
+
+    def reload(stable):
+        config.model_config_list.config[0].version_labels["stable"] = stable
+        request = apis.model_management_pb2.ReloadConfigRequest(config=config)
+        return stub.HandleReloadConfigRequest(request, timeout=120).status
+
+    try:
+        assert reload(2).error_code == 0
+        with EncoderClient(server.target, MODEL, version_label="stable") as client:
+            client.encode(images[:1])
+            assert client.last_versions == [2]
+    finally:
+        assert reload(1).error_code == 0
+
+
+def wait_for_version(client, version, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.status().get(version) == "AVAILABLE":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"version {version} not AVAILABLE after {timeout} s: {client.status()}")
+
+
+def test_new_version_is_picked_up_by_polling(server, client, images):
+    # A half-written version (the exporter's hidden temp dir) is never picked up.
+    hidden = os.path.join(server.model_dir, ".3.incomplete-test")
+    shutil.copytree(os.path.join(server.model_dir, "1"), hidden)
+    os.remove(os.path.join(hidden, "saved_model.pb"))
+    copy_version(server.model_dir, 1, 3)
+    wait_for_version(client, 3)
+    client.encode(images[:1])
+    assert client.last_versions == [3]  # the latest version answers unpinned requests
+    assert all(state == "AVAILABLE" for state in client.status().values())
+    shutil.rmtree(hidden)
+    # A removed version is unloaded; the latest then answers again.
+    shutil.rmtree(os.path.join(server.model_dir, "3"))
+    deadline = time.monotonic() + 60
+    while client.status().get(3) == "AVAILABLE" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.status().get(3) in (None, "END")
+    client.encode(images[:1])
+    assert client.last_versions == [2]
+
+
+def test_load_with_version_swap(server, encoder, images):
+    from benchmarks.serving_load import run_load
+
+    reference = encoder.encode(images)
+    published = {1, 2, 3}
+
+    def swap():
+        copy_version(server.model_dir, 2, 4)
+        published.add(4)
+
+    result = run_load(server.target, MODEL, images, reference, clients=8, requests=60, swap=swap)
+    assert result["failures"] == []
+    assert len(result["versions"]) == 8 * 60
+    assert set(result["versions"]) <= published  # every answer came from a complete version
+    with EncoderClient(server.target, MODEL) as client:
+        wait_for_version(client, 4)
+
+
+def test_fuzz_scaled(server, encoder, images):
+    from benchmarks.serving_fuzz import run_fuzz
+
+    result = run_fuzz(server.target, server.rest_url, MODEL, images, encoder.encode(images),
+                      requests=300, seed=1)
+    assert result["mismatches"] == []
+    assert result["valid"] == 30 and result["valid_failures"] == []
+    assert len(result["counts"]) >= 20  # most kinds of malformed request were sent
+
+
+def test_graceful_shutdown(server, images):
+    """Last: SIGTERM while requests are in flight; they finish and the server exits 0."""
+    results = []
+
+    def call():
+        try:
+            with EncoderClient(server.target, MODEL, timeout=120, retries=0) as client:
+                client.encode(np.repeat(images, 20, axis=0))
+            results.append("ok")
+        except grpc.RpcError as error:
+            results.append(error.code())
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    code = server.stop(timeout=120)
+    for thread in threads:
+        thread.join()
+    assert code == 0, server.log()[-2000:]
+    assert "ok" in results and set(results) <= {"ok", grpc.StatusCode.UNAVAILABLE}
