@@ -60,7 +60,11 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
 def publish(name, run_dir, metrics=None, command=None):
     """Copy a finished run's weights into the package and record them in the manifest."""
     entry = get_entry(name)
-    with open(os.path.join(run_dir, SUMMARY_NAME)) as handle:
+    summary_path = os.path.join(run_dir, SUMMARY_NAME)
+    if not os.path.isfile(summary_path):
+        raise ValueError(f"{run_dir!r} holds no finished run of {name} (no {SUMMARY_NAME}); "
+                         f"finish it with `zoo train {name} --out {run_dir}` first.")
+    with open(summary_path) as handle:
         summary = json.load(handle)
     if summary["recipe"] != entry.recipe.to_dict():
         raise ValueError(f"Run {run_dir!r} used recipe {summary['recipe']}, but {name} is "
