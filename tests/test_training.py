@@ -80,7 +80,7 @@ def test_killed_cli_run_resumes_from_its_checkpoint(tmp_path):
     killed_at = int(np.load(checkpoint)["header"].item().split('"step": ')[1].split(",")[0])
     assert 2 <= killed_at < 400
 
-    finish = command[:6] + ["--set", f"iterations={killed_at + 2}"] + command[8:]
+    finish = command[:7] + ["--set", f"iterations={killed_at + 2}"] + command[9:]
     result = subprocess.run(finish, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     steps = [int(row.split(",")[0]) for row in (run_dir / "log.csv").read_text().splitlines()[1:]]
