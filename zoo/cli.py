@@ -57,6 +57,34 @@ def cmd_evaluate(args):
         print(f"retrieval grids written to {args.grid}/")
 
 
+def cmd_evaluate_invariance(args):
+    from zoo.evaluation.invariance import format_summary
+    from zoo.evaluation.report import evaluate_invariance, write_report
+
+    command = (f"zoo evaluate invariance {' '.join(args.names)} --out {args.out} --seed {args.seed}"
+               + (" --record" if args.record else ""))
+    result = evaluate_invariance(args.names, args.out, seed=args.seed, data_dir=args.data_dir,
+                                 command=command, record=args.record)
+    print(format_summary(result["summary"]))
+    for claim in result["claims"].values():
+        print(claim["text"])
+    print(f"figures, JSON and CSV in {args.out}/; report: {write_report(args.out)}")
+
+
+def cmd_evaluate_oneshot(args):
+    from zoo.evaluation.report import evaluate_oneshot, write_report
+
+    for name in args.names:
+        command = (f"zoo evaluate oneshot {name} --out {args.out}"
+                   + (" --record" if args.record else ""))
+        result = evaluate_oneshot(name, data_dir=args.data_dir, out_dir=args.out, runs=args.runs,
+                                  command=command, record=args.record)
+        print(name)
+        for method, error in result["mean_error"].items():
+            print(f"  {method:24s} {100 * error:5.1f}% error ({len(result['runs'])} runs)")
+    print(f"report: {write_report(args.out)}")
+
+
 def cmd_models_md(args):
     from zoo import model_cards
 
@@ -144,6 +172,28 @@ def build_parser():
     kind.add_argument("--record", action="store_true",
                       help="store the numbers in the weights manifest (for MODELS.md)")
     kind.set_defaults(run=cmd_evaluate)
+
+    kind = kinds.add_parser("invariance", help="rotation/scale/shift invariance (paper Fig. 5) "
+                                               "vs. raw pixels and an untrained encoder")
+    kind.add_argument("names", nargs="+")
+    kind.add_argument("--out", default="reports",
+                      help="figures, JSON, CSV and REPORT.md (default: reports)")
+    kind.add_argument("--seed", type=int, default=0)
+    kind.add_argument("--data-dir", help="where the corpus lives (Omniglot zips)")
+    kind.add_argument("--record", action="store_true",
+                      help="store the summaries in the weights manifest (for MODELS.md)")
+    kind.set_defaults(run=cmd_evaluate_invariance)
+
+    kind = kinds.add_parser("oneshot", help="Omniglot 20-way one-shot error vs. raw pixels and "
+                                            "Modified Hausdorff Distance")
+    kind.add_argument("names", nargs="+")
+    kind.add_argument("--data-dir", help="folder holding all_runs.zip (default: "
+                                         "../shared/data/omniglot or ZOO_OMNIGLOT_DIR)")
+    kind.add_argument("--out", default="reports")
+    kind.add_argument("--runs", type=int, help="only the first N runs (quick check)")
+    kind.add_argument("--record", action="store_true",
+                      help="store the mean errors in the weights manifest (for MODELS.md)")
+    kind.set_defaults(run=cmd_evaluate_oneshot)
 
     sub = commands.add_parser("models-md", help="regenerate MODELS.md from the registry")
     sub.add_argument("--check", action="store_true", help="only check that it is up to date")
