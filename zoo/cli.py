@@ -85,6 +85,14 @@ def cmd_evaluate_oneshot(args):
     print(f"report: {write_report(args.out)}")
 
 
+def cmd_report(args):
+    from zoo import model_cards
+    from zoo.evaluation.report import write_report
+
+    print(f"wrote {model_cards.write()}")
+    print(f"wrote {write_report(args.out)}")
+
+
 def cmd_models_md(args):
     from zoo import model_cards
 
@@ -194,6 +202,11 @@ def build_parser():
     kind.add_argument("--record", action="store_true",
                       help="store the mean errors in the weights manifest (for MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_oneshot)
+
+    sub = commands.add_parser("report", help="regenerate MODELS.md's results and the report "
+                                             "linking every figure (REPORT.md)")
+    sub.add_argument("--out", default="reports", help="the evaluation folder (default: reports)")
+    sub.set_defaults(run=cmd_report)
 
     sub = commands.add_parser("models-md", help="regenerate MODELS.md from the registry")
     sub.add_argument("--check", action="store_true", help="only check that it is up to date")

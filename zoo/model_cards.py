@@ -22,7 +22,9 @@ edit by hand (a test fails when this file and the registry disagree).
 
 All encoders take 64x64 single-channel images, strokes bright (1) on a dark (0) background, and
 return L2-normalised embeddings compared by dot product. Every number below comes from the
-command printed beside it, with fixed seeds, on a 2-core CPU machine.
+command printed beside it, with fixed seeds, on a 2-core CPU machine. Every figure (invariance
+curves, shift heat maps, retrieval grids) is linked from [reports/REPORT.md](reports/REPORT.md);
+`zoo report` regenerates this file's results and that report.
 
 ## Parameter counts
 

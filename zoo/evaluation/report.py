@@ -302,6 +302,25 @@ def load_sections(out_dir):
     return sections
 
 
+RETRIEVAL_GRIDS = "retrieval_grids"
+
+
+def _retrieval_grids_section(out_dir):
+    """Links to the query + top-8 grids (paper Fig. 6) that `zoo evaluate retrieval --grid
+    OUT_DIR/retrieval_grids` wrote, if any."""
+    folder = os.path.join(out_dir, RETRIEVAL_GRIDS)
+    grids = sorted(f for f in os.listdir(folder) if f.endswith(".png")) if os.path.isdir(
+        folder) else []
+    if not grids:
+        return []
+    lines = ["", "## Retrieval grids (paper Fig. 6)", "",
+             f"`zoo evaluate retrieval NAMES --grid {folder}`: 15 seeded queries (blue), each "
+             "with its top 8; green = same identity / character, red = another.", ""]
+    for grid in grids:
+        lines += [f"### {grid[:-4]}", "", f"![{grid[:-4]}]({RETRIEVAL_GRIDS}/{grid})", ""]
+    return lines
+
+
 def write_report(out_dir, sections=None):
     """Write out_dir/REPORT.md and return its path.
 
@@ -339,4 +358,5 @@ def write_report(out_dir, sections=None):
         lines += _invariance_section(sections["invariance"], out_dir)
     if oneshot_results:
         lines += _oneshot_section(oneshot_results, out_dir)
+    lines += _retrieval_grids_section(out_dir)
     return write_atomically(os.path.join(out_dir, REPORT_NAME), "\n".join(lines))

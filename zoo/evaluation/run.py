@@ -1,6 +1,7 @@
 """Evaluate registered models against baselines on one corpus, in one run."""
 
 import os
+import re
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
         if row in overlaps:
             results[row][f"cosine_overlap@{k}"] = overlaps[row]
         if grid_dir:
-            file_name = row.replace(" ", "_") + f"_{corpus}.png"
+            file_name = re.sub(r"[^A-Za-z0-9.-]+", "_", row).strip("_") + f"__{corpus}.png"
             save_query_grid(os.path.join(grid_dir, file_name), data.images, vectors, data.labels)
     if record:
         manifest = read_manifest()
