@@ -337,9 +337,7 @@ class LoadedVersion:
                 f"{{{','.join(sorted(set(expected) - set(sent)))}}}.")
         for position, (alias, array) in enumerate(sorted(inputs.items())):
             if alias not in signature.inputs:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"input tensor alias not found in signature: {alias}. Inputs "
-                                   f"expected to be in the set {{{','.join(expected)}}}.")
+                raise _unknown_alias(alias, expected)
             info = signature.inputs[alias]
             want_dtype, _, want_name = DTYPES.get(info.dtype, (None, None, str(info.dtype)))
             got_name = "string" if array.dtype == object else array.dtype.name
@@ -800,6 +798,12 @@ def _json_array(value, info):
         raise _JsonError(f"Failed to convert JSON value to a {name} tensor: {error}") from None
 
 
+def _unknown_alias(alias, aliases):
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"input tensor alias not found in signature: {alias}. Inputs expected "
+                        f"to be in the set {{{','.join(aliases)}}}.")
+
+
 def _rest_inputs(body, signature):
     if not isinstance(body, dict):
         raise _JsonError("JSON Parse error: the request body must be a JSON object")
@@ -815,10 +819,7 @@ def _rest_inputs(body, signature):
             for alias, item in value.items():
                 info = signature.inputs.get(alias)
                 if info is None:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"input tensor alias not found in signature: {alias}. "
-                                       f"Inputs expected to be in the set "
-                                       f"{{{','.join(aliases)}}}.")
+                    raise _unknown_alias(alias, aliases)
                 inputs[alias] = _json_array(item, info)
             return inputs, "columnar"
         if len(aliases) != 1:
@@ -846,9 +847,7 @@ def _rest_inputs(body, signature):
     for alias, rows in columns.items():
         info = signature.inputs.get(alias)
         if info is None:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input tensor alias not found in signature: {alias}. Inputs "
-                               f"expected to be in the set {{{','.join(aliases)}}}.")
+            raise _unknown_alias(alias, aliases)
         inputs[alias] = _json_array(rows, info)
     return inputs, "row"
 

@@ -20,23 +20,13 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from benchmarks.common import CONFIG_TEMPLATE, MODEL
 from serving.client import EncoderClient
 from serving.launch import KINDS, REAL_SERVER, copy_version, start_server
 
-MODEL = "thin_gan_merchant"
 SERVING_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving")
 
-CONFIG = """model_config_list {{
-  config {{
-    name: "{name}"
-    base_path: "{base_path}"
-    model_platform: "tensorflow"
-    model_version_policy {{ all {{}} }}
-    version_labels {{ key: "stable" value: 1 }}
-    version_labels {{ key: "canary" value: 2 }}
-  }}
-}}
-"""
+CONFIG = CONFIG_TEMPLATE  # the benchmarks' model config: labels stable -> 1, canary -> 2
 
 
 # ----------------------------------------------------------------------------- config files
