@@ -92,7 +92,7 @@ def main(argv=None):
     print(f"{args.clients} clients x {args.requests} requests (1 image each) against the "
           f"{args.kind} server, version 3 published after 40% of them")
     print(f"  failures: {len(result['failures'])}  {result['failures'][:3]}")
-    print(f"  answered by version: " + ", ".join(f"{v}: {n}" for v, n in enumerate(versions) if n))
+    print("  answered by version: " + ", ".join(f"{v}: {n}" for v, n in enumerate(versions) if n))
     print(f"  latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
           f"throughput {result['throughput']:.0f} requests/s over {result['seconds']:.1f} s")
     print(f"  server exit code after SIGTERM: {code}")

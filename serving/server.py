@@ -804,6 +804,17 @@ def _unknown_alias(alias, aliases):
                         f"to be in the set {{{','.join(aliases)}}}.")
 
 
+def _named_inputs(values, signature, aliases):
+    """{alias: JSON values} -> {alias: array}, refusing aliases the signature lacks."""
+    inputs = {}
+    for alias, value in values.items():
+        info = signature.inputs.get(alias)
+        if info is None:
+            raise _unknown_alias(alias, aliases)
+        inputs[alias] = _json_array(value, info)
+    return inputs
+
+
 def _rest_inputs(body, signature):
     if not isinstance(body, dict):
         raise _JsonError("JSON Parse error: the request body must be a JSON object")
@@ -815,13 +826,7 @@ def _rest_inputs(body, signature):
     if "inputs" in body:
         value = body["inputs"]
         if isinstance(value, dict) and not set(value) == {"b64"}:
-            inputs = {}
-            for alias, item in value.items():
-                info = signature.inputs.get(alias)
-                if info is None:
-                    raise _unknown_alias(alias, aliases)
-                inputs[alias] = _json_array(item, info)
-            return inputs, "columnar"
+            return _named_inputs(value, signature, aliases), "columnar"
         if len(aliases) != 1:
             raise _JsonError(f"Expected an object with the inputs {{{','.join(aliases)}}}")
         return {aliases[0]: _json_array(value, signature.inputs[aliases[0]])}, "columnar"
@@ -843,13 +848,7 @@ def _rest_inputs(body, signature):
                              f"{sorted(keys)}")
         for alias, value in row.items():
             columns.setdefault(alias, []).append(value)
-    inputs = {}
-    for alias, rows in columns.items():
-        info = signature.inputs.get(alias)
-        if info is None:
-            raise _unknown_alias(alias, aliases)
-        inputs[alias] = _json_array(rows, info)
-    return inputs, "row"
+    return _named_inputs(columns, signature, aliases), "row"
 
 
 def _json_output(alias, array):

@@ -6,8 +6,6 @@ D update on separate real and fake batches, one non-saturating G update, Adam), 
 that machine load affects all of them alike.
 """
 
-import os
-import platform
 import time
 
 import keras
@@ -15,20 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.loading import build
+from zoo.machine import machine_description
 from zoo.registry import get_entry
 from zoo.training.gan import make_trainer
 from zoo.training.train import batch_dataset, precision_policy
-
-
-def machine_description():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {model}"
 
 
 def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, real_images,

@@ -98,14 +98,19 @@ def _evaluated_together(manifest, corpus):
             if corpus in manifest["models"].get(name, {}).get("metrics", {})]
 
 
+def _measured(manifest, key):
+    """{name: manifest record[key]} for the models that have one, in registry order."""
+    records = manifest["models"]
+    return {name: records[name][key] for name in REGISTRY if key in records.get(name, {})}
+
+
 def _invariance_section(manifest):
     from zoo.evaluation.report import paper_claims
 
-    measured = {name: record["invariance"] for name, record in manifest["models"].items()
-                if "invariance" in record}
+    measured = _measured(manifest, "invariance")
     if not measured:
         return []
-    names = [name for name in REGISTRY if name in measured]
+    names = list(measured)
     lines = ["", "## Invariance (paper Fig. 5)", "",
              "Command: `" + INVARIANCE_COMMAND.format(names=" ".join(names)) + "` (figures, "
              "JSON and CSV in `reports/`). 100 training-corpus images, seed 0; rotation -10..10 "
@@ -133,11 +138,10 @@ def _invariance_section(manifest):
 
 
 def _oneshot_section(manifest):
-    measured = {name: record["oneshot"] for name, record in manifest["models"].items()
-                if "oneshot" in record}
+    measured = _measured(manifest, "oneshot")
     if not measured:
         return []
-    names = [name for name in REGISTRY if name in measured]
+    names = list(measured)
     lines = ["", "## Omniglot 20-way one-shot classification", "",
              "Command: `" + ONESHOT_COMMAND.format(names=" ".join(names)) + "`. The 20 official "
              "runs of all_runs.zip (evaluation alphabets, never trained on); each test image "

@@ -22,18 +22,13 @@ import time
 
 from zoo.evaluation import invariance, oneshot
 from zoo.evaluation.plots import save_invariance_figures, write_atomically
+from zoo.machine import machine_description
 
 REPORT_NAME = "REPORT.md"
 
 
 def _write_json(path, document):
     return write_atomically(path, json.dumps(document, indent=1) + "\n")
-
-
-def _machine():
-    from zoo.benchmarks import machine_description
-
-    return machine_description()
 
 
 def evaluate_invariance(names, out_dir, seed=0, protocol=None, data_dir=None, command=None,
@@ -48,7 +43,7 @@ def evaluate_invariance(names, out_dir, seed=0, protocol=None, data_dir=None, co
     started = time.perf_counter()
     result = invariance.run_invariance(names, seed=seed, protocol=protocol, data_dir=data_dir)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    result["machine"] = _machine()
+    result["machine"] = machine_description()
     result["command"] = command or (
         f"python3 -c \"from zoo.evaluation.report import evaluate_invariance; "
         f"evaluate_invariance({list(names)!r}, {out_dir!r}, seed={seed})\"")
@@ -81,7 +76,7 @@ def evaluate_oneshot(name, data_dir=None, out_dir=None, runs=None, command=None,
     result = oneshot.one_shot_errors(encoders, oneshot.load_runs(zip_path, runs=runs))
     result = {"models": names, "trained_on": {n: get_entry(n).corpus for n in names},
               "zip": os.path.abspath(zip_path), **result,
-              "seconds": round(time.perf_counter() - started, 1), "machine": _machine(),
+              "seconds": round(time.perf_counter() - started, 1), "machine": machine_description(),
               "command": command or (
                   f"python3 -c \"from zoo.evaluation.report import evaluate_oneshot; "
                   f"evaluate_oneshot({name!r}, data_dir={data_dir!r}, out_dir={out_dir!r}"

@@ -9,8 +9,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.training.recipe import Recipe  # noqa: F401 (re-exported for convenience)
-
 
 def _bce_with_logits(logits, label):
     logits = tf.cast(logits, tf.float32)

@@ -7,8 +7,8 @@ import shutil
 import keras
 import numpy as np
 
-from zoo.benchmarks import machine_description
 from zoo.data.corpora import load_corpus
+from zoo.machine import machine_description
 from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
 from zoo.training.gan import reestimate_batchnorm
@@ -57,7 +57,7 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     return weights_path
 
 
-def publish(name, run_dir, metrics=None, command=None):
+def publish(name, run_dir, command=None):
     """Copy a finished run's weights into the package and record them in the manifest."""
     entry = get_entry(name)
     summary_path = os.path.join(run_dir, SUMMARY_NAME)
@@ -75,14 +75,13 @@ def publish(name, run_dir, metrics=None, command=None):
     shutil.copyfile(os.path.join(run_dir, f"{name}.weights.h5"), temporary)
     os.replace(temporary, entry.weights_file)
     manifest = read_manifest()
-    manifest["models"][name] = record = {
+    manifest["models"][name] = {
         **manifest["models"].get(name, {}),
         "file": os.path.basename(entry.weights_file),
         "sha256": summary["sha256"],
         "trained_with": command or f"zoo train {name}",
         "train_seconds": summary["train_seconds"],
         "machine": summary["machine"],
-        **({"metrics": metrics} if metrics is not None else {}),
     }
     write_manifest(manifest)
     fit_hash_head(name)
