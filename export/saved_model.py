@@ -91,6 +91,7 @@ class EncoderModule(tf.Module):
         self._hash_projection = np.asarray(encoder.hash_head.projection, np.float32)
         self._num_bits = int(encoder.hash_head.num_bits)
         self._image_shape = tuple(int(d) for d in encoder.feature_extractor.input_shape[1:])
+        self._margin = int(getattr(encoder, "margin", DEFAULT_MARGIN))
         images_spec = tf.TensorSpec([None, *self._image_shape], tf.float32, name="images")
         bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
         self.serving_default = tf.function(self._serving_default, input_signature=[images_spec])
@@ -145,7 +146,7 @@ class EncoderModule(tf.Module):
         image_bytes = tf.ensure_shape(image_bytes, [None], name="expected_image_bytes_of_shape_N")
         with tf.control_dependencies([self._assert_not_empty(image_bytes)]):
             images = tf.map_fn(
-                lambda one: decode_and_preprocess_tf(one, size=height, margin=DEFAULT_MARGIN),
+                lambda one: decode_and_preprocess_tf(one, size=height, margin=self._margin),
                 image_bytes,
                 fn_output_signature=tf.TensorSpec([height, width], tf.float32),
             )

@@ -7,11 +7,11 @@ import pytest
 
 import zoo
 from zoo import model_cards, registry
-from zoo.registry import REGISTRY
+from zoo.registry import REGISTRY, shipped_names
 from zoo.training.run import golden_path
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", shipped_names())
 def test_every_entry_ships_verified_weights_with_golden_outputs(name):
     record = REGISTRY[name].published
     assert record, f"{name} has no weights in the manifest"
@@ -19,6 +19,7 @@ def test_every_entry_ships_verified_weights_with_golden_outputs(name):
     golden = np.load(golden_path(name))
     embeddings = encoder.encode(golden["images"])
     np.testing.assert_allclose(embeddings, golden["embeddings"], atol=1e-4)
+    np.testing.assert_array_equal(encoder.hash(golden["images"]).bits, golden["bits"])
     assert not np.allclose(embeddings[0], embeddings[1], atol=1e-3)  # weights discriminate
 
 

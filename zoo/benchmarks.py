@@ -16,6 +16,7 @@ from zoo.loading import build
 from zoo.machine import machine_description
 from zoo.registry import get_entry
 from zoo.training.gan import make_trainer
+from zoo.training.run import training_wrapper
 from zoo.training.train import batch_dataset, precision_policy
 
 
@@ -42,32 +43,45 @@ def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, rea
 
 
 def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=False):
-    """Seconds per training step: reference loop, zoo loop in float32 and in the recipe's
-    precision, measured alternately in one process; speed-ups are reference / zoo."""
+    """Seconds per training step and real images per second: the zoo loop in float32 and in the
+    recipe's precision, and (for the sketch-GAN family) a plain reference loop, measured
+    alternately in one process; speed-ups are against the reference, or against the zoo's
+    float32 loop for families with their own training wrapper (BinGAN)."""
     entry = get_entry(name)
     recipe = entry.recipe.replace(batch_size=batch_size)
-    images = np.random.default_rng(0).random((max(batch_size * 2, 512), 64, 64, 1),
+    wrapper = training_wrapper(entry.family)
+    image_shape = tuple(build(name)[1].input.shape[1:])
+    per_step = batch_size * getattr(wrapper, "images_per_step_factor", 1) if wrapper else batch_size
+    images = np.random.default_rng(0).random((max(per_step * 2, 512), *image_shape),
                                              dtype=np.float32)
-    dataset = batch_dataset(images, batch_size, 0, 0, 10**9)
+    dataset = batch_dataset(images, per_step, 0, 0, 10**9)
 
     def zoo_loop(precision):
         with precision_policy(precision):
-            trainer = make_trainer(*build(name), recipe, jit_compile=jit_compile)
+            nets = build(name)
+        if hasattr(wrapper, "initialize"):
+            wrapper.initialize(*nets, images, recipe.replace(init_count=min(recipe.init_count,
+                                                                            len(images))))
+        trainer = getattr(wrapper, "make_trainer", make_trainer)(*nets, recipe,
+                                                                  jit_compile=jit_compile)
         trainer.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
         return lambda count: trainer.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
 
-    ref_generator, ref_discriminator = build(name)
-    ref_d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
-    ref_g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
-    batch = tf.constant(images[:batch_size])
+    loops = {}
+    if wrapper is None:
+        ref_generator, ref_discriminator = build(name)
+        ref_d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
+        ref_g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
+        batch = tf.constant(images[:batch_size])
 
-    def reference(count):
-        for _ in range(count):
-            reference_train_step(ref_generator, ref_discriminator, ref_d_optimizer,
-                                 ref_g_optimizer, batch, recipe.latent_dim)
+        def reference(count):
+            for _ in range(count):
+                reference_train_step(ref_generator, ref_discriminator, ref_d_optimizer,
+                                     ref_g_optimizer, batch, recipe.latent_dim)
 
-    reference(2)  # warm up
-    loops = {"reference": reference, "zoo_float32": zoo_loop("float32")}
+        reference(2)  # warm up
+        loops["reference"] = reference
+    loops["zoo_float32"] = zoo_loop("float32")
     if recipe.precision != "float32":
         loops[f"zoo_{recipe.precision}"] = zoo_loop(recipe.precision)
     timings = {key: [] for key in loops}
@@ -77,7 +91,10 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
             loop(steps)
             timings[key].append((time.perf_counter() - started) / steps)
     seconds = {key: float(np.median(values)) for key, values in timings.items()}
+    baseline = "reference" if "reference" in seconds else "zoo_float32"
     return {"model": name, "batch_size": batch_size, "steps": steps * rounds,
             "s_per_step": seconds, "machine": machine_description(),
-            "speedup": {key: seconds["reference"] / value for key, value in seconds.items()
-                        if key != "reference"}}
+            "images_per_s": {key: batch_size / value for key, value in seconds.items()},
+            "baseline": baseline,
+            "speedup": {key: seconds[baseline] / value for key, value in seconds.items()
+                        if key != baseline}}

@@ -1,8 +1,8 @@
 """The encoder users hold: images in, L2-normalised embeddings out.
 
 An `Encoder` wraps a feature extractor (a discriminator without its real/fake head) and the
-input contract: [N, 64, 64, 1] (or [N, 64, 64]) float in [0, 1] or uint8 in [0, 255], strokes
-bright on a dark background. Anything else is refused with a ValueError saying what was expected.
+input contract: [N, S, S, 1] (or [N, S, S]) float in [0, 1] or uint8 in [0, 255], strokes
+bright on a dark background, S = `encoder.image_size` (64 for sketch/thin-GAN, 32 for BinGAN). Anything else is refused with a ValueError saying what was expected.
 
 An encoder may carry a hash head (a `zoo.hashing.LinearHash` on the L2-normalised embedding):
 `hash(images)` then returns K-bit codes compared by Hamming distance, and `export` writes a
@@ -75,18 +75,22 @@ class Encoder:
     `metadata` is a dict of facts for the exported model card (training corpus, ...).
     """
 
-    def __init__(self, name, feature_extractor, entry=None, hash_head=None, metadata=None):
+    def __init__(self, name, feature_extractor, entry=None, hash_head=None, metadata=None,
+                 margin=3):
         self.name = name
+        self.margin = int(margin)  # px of black around the ink when preprocessing image files
         self.feature_extractor = feature_extractor
         self.entry = entry
         self.embedding_dim = int(feature_extractor.output_shape[-1])
+        self.image_size = int(feature_extractor.input_shape[1])  # square single-channel input
         self.hash_head = None
         if hash_head is not None:
             self.set_hash_head(hash_head)
         self.metadata = dict(metadata) if metadata is not None else {}
         self._embed = tf.function(
             self._embed_batch,
-            input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32)],
+            input_signature=[tf.TensorSpec([None, self.image_size, self.image_size, 1],
+                                           tf.float32)],
             reduce_retracing=True,
         )
 
@@ -100,7 +104,7 @@ class Encoder:
 
     def encode(self, images, batch_size=256):
         """Embed images (see `validate_images` for what is accepted) -> float32 [N, D]."""
-        images = validate_images(images)
+        images = validate_images(images, size=self.image_size)
         outputs = [self._embed(tf.constant(images[start : start + batch_size])).numpy()
                    for start in range(0, len(images), batch_size)]
         return np.concatenate(outputs).astype(np.float32)

@@ -47,12 +47,16 @@ def load_hash_head(name):
 def load(name, weights_path=None, with_hash_head=True):
     """The Encoder of a registered model with its shipped weights and hash head.
 
-    With `weights_path` (your own training run), the encoder has no hash head until you fit
-    one (`encoder.fit_hash_head(images)`): a head belongs to the weights it was fitted on.
+    With `weights_path` (your own training run), a float encoder has no hash head until you
+    fit one (`encoder.fit_hash_head(images)`): a head belongs to the weights it was fitted on.
+    BinGAN encoders always hash with the signs of their code layer.
     """
     entry = get_entry(name)
     _, discriminator = load_gan(name, weights_path)
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
+    if with_hash_head and hash_head is None and hasattr(family, "sign_hash_head"):
+        # A binarisation that does not depend on the weights (BinGAN's signs) is always there.
+        hash_head = family.sign_hash_head(int(discriminator.get_layer("code").output.shape[-1]))
     return Encoder(name, family.build_feature_extractor(discriminator), entry,
-                   hash_head=hash_head)
+                   hash_head=hash_head, margin=getattr(family, "PREPROCESS_MARGIN", 3))

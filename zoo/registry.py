@@ -10,11 +10,13 @@ import dataclasses
 import json
 import os
 
-from zoo.training.recipe import PAPER, Recipe
+from zoo.training.recipe import PAPER, BinGANRecipe, Recipe
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
 
+BINGAN_PAPER = ("Zieba, Semberecki, El-Gaaly & Trzcinski, BinGAN: Learning Compact Binary "
+                "Descriptors with a Regularized GAN, NeurIPS 2018, arXiv:1806.06778")
 SKETCH_PAPER = "Creswell & Bharath, Adversarial Training for Sketch Retrieval, ECCV-W 2016, arXiv:1607.02748"
 
 # Named corpora (see zoo.data.corpora.load_corpus). Labels are used for evaluation only.
@@ -26,6 +28,13 @@ CORPORA = {
                       "instances_per_identity": 10, "seed": 1},
     "omniglot_background": {"kind": "omniglot",
                             "subsets": ["images_background_small1", "images_background_small2"]},
+    # BinGAN trains on the 60,000 training images; the hashing protocol (zoo evaluate hashing)
+    # queries 1,000 seeded images of all 70,000 against the other 69,000.
+    "fashion_mnist_train": {"kind": "fashion_mnist", "split": "train"},
+    "fashion_mnist_all": {"kind": "fashion_mnist", "split": "all"},
+    # CIFAR-10 from the python archive at a path you give (--data-dir); never downloaded.
+    "cifar10_train": {"kind": "cifar10", "split": "train"},
+    "cifar10_all": {"kind": "cifar10", "split": "all"},
 }
 
 
@@ -46,6 +55,7 @@ class ModelEntry:
     recipe: Recipe
     paper: str
     licence: str = "MIT (weights trained by this project)"
+    ships_weights: bool = True  # False: a buildable, trainable configuration without weights
     similarity: str = "dot product of L2-normalised embeddings"
     preprocessing: str = ("grayscale, invert light backgrounds, crop to ink, pad to square with a "
                           "3 px margin, resize to 64x64; strokes 1 on black 0")
@@ -72,6 +82,11 @@ def register(entry):
         raise ValueError(f"Model {entry.name!r} is registered twice.")
     REGISTRY[entry.name] = entry
     return entry
+
+
+def shipped_names():
+    """Names of the entries that ship weights (every entry but GPU-only configurations)."""
+    return sorted(name for name, entry in REGISTRY.items() if entry.ships_weights)
 
 
 def get_entry(name):
@@ -118,3 +133,40 @@ register(ModelEntry(
     paper=SKETCH_PAPER,
     licence="MIT (weights trained by this project on Omniglot, MIT licence)",
 ))
+
+
+# BinGAN. The paper-sized retrieval configuration (CIFAR-10, 3 channels, widths 96/192, the
+# Salimans generator, batch 25, 400 epochs) is registered for GPU runs; it ships no weights.
+BINGAN_PAPER_RECIPE = BinGANRecipe()
+for _bits in (16, 32, 64):
+    register(ModelEntry(
+        name=f"bingan_cifar10_{_bits}",
+        description=f"BinGAN retrieval discriminator, paper size, {_bits}-bit codes, CIFAR-10 "
+                    f"(GPU recipe; no weights shipped)",
+        family="bingan",
+        architecture={"num_bits": _bits, "variant": "retrieval", "widths": [96, 192],
+                      "generator_widths": [512, 256, 128], "channels": 3},
+        corpus="cifar10_train", eval_corpus="cifar10_all", recipe=BINGAN_PAPER_RECIPE,
+        paper=BINGAN_PAPER, similarity="Hamming distance of the code bits",
+        preprocessing="RGB 32x32, scaled to [0, 1]", ships_weights=False,
+    ))
+
+# The CPU preset shipped for Fashion-MNIST (every deviation from the paper is in MODELS.md):
+# 1 channel, D widths 32/64 instead of 96/192, generator widths 128/64/32 instead of 512/256/128,
+# batch 64 instead of 25, and a few epochs instead of 400.
+BINGAN_CPU_RECIPE = BinGANRecipe(iterations=1500, batch_size=64, checkpoint_every=250,
+                                 sample_every=500)
+for _bits in (16, 32, 64):
+    register(ModelEntry(
+        name=f"bingan_fashion_{_bits}",
+        description=f"BinGAN {_bits}-bit binary descriptors trained on Fashion-MNIST "
+                    f"(CPU preset, no labels)",
+        family="bingan",
+        architecture={"num_bits": _bits, "variant": "retrieval", "widths": [32, 64],
+                      "generator_widths": [128, 64, 32], "channels": 1},
+        corpus="fashion_mnist_train", eval_corpus="fashion_mnist_all", recipe=BINGAN_CPU_RECIPE,
+        paper=BINGAN_PAPER, similarity="Hamming distance of the code bits",
+        preprocessing="grayscale 28x28 zero-padded to 32x32 (float [0, 1]); the bytes "
+                      "signatures crop to ink and resize to 28x28 inside 32x32",
+        licence="MIT (weights trained by this project on Fashion-MNIST, MIT licence)",
+    ))

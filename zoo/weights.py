@@ -56,6 +56,8 @@ def load_gan_weights(path, generator, discriminator, expected_sha256=None):
     """Assign every variable of both networks from `path` (after a sha256 check if given)."""
     if expected_sha256 is not None:
         verify_sha256(path, expected_sha256)
+    if not os.path.isfile(path):
+        raise ValueError(f"Weights file {path!r} does not exist.")
     try:
         with h5py.File(path, "r") as handle:
             for group_name, model in (("generator", generator), ("discriminator", discriminator)):

@@ -12,7 +12,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class LabelledImages:
-    images: np.ndarray  # float32 [N, 64, 64, 1]
+    images: np.ndarray  # float32 [N, S, S, 1] (S = 64; 32 for Fashion-MNIST)
     labels: np.ndarray  # int64 [N]: same label = exact match (identity, character)
     parts: tuple = ()  # per image, the part names (merchant marks only)
 
@@ -29,6 +29,10 @@ def describe(spec):
         return "Omniglot " + " + ".join(spec["subsets"])
     if spec["kind"] == "folder":
         return f"image folder {spec['path']}"
+    if spec["kind"] == "cifar10":
+        return f"CIFAR-10 {spec['split']} split (python archive at a user-given path)"
+    if spec["kind"] == "fashion_mnist":
+        return f"Fashion-MNIST {spec['split']} split (28x28 padded to 32x32)"
     raise ValueError(f"Unknown corpus kind {spec['kind']!r}.")
 
 
@@ -52,4 +56,18 @@ def load_corpus(spec, data_dir=None):
 
         folder = load_image_folder(data_dir or options["path"])
         return LabelledImages(folder.images, np.arange(len(folder), dtype=np.int64))
-    raise ValueError(f"Unknown corpus kind {kind!r}; expected merchant_marks, omniglot or folder.")
+    if kind == "fashion_mnist":
+        from zoo.data.fashion_mnist import load_fashion_mnist
+
+        images, labels = load_fashion_mnist(data_dir, split=options.get("split", "train"))
+        return LabelledImages(images, labels)
+    if kind == "cifar10":
+        from zoo.data.cifar10 import load_cifar10
+
+        if data_dir is None:
+            raise ValueError("CIFAR-10 is not shipped: pass the path of cifar-10-python.tar.gz "
+                             "(--data-dir).")
+        images, labels = load_cifar10(data_dir, split=options.get("split", "train"))
+        return LabelledImages(images, labels)
+    raise ValueError(f"Unknown corpus kind {kind!r}; expected merchant_marks, omniglot, folder, "
+                     f"fashion_mnist or cifar10.")

@@ -1,8 +1,8 @@
 """Architecture families. Each module builds models from keyword arguments and touches no files."""
 
-from zoo.models import sketch_gan
+from zoo.models import bingan, sketch_gan
 
-FAMILIES = {"sketch_gan": sketch_gan}
+FAMILIES = {"sketch_gan": sketch_gan, "bingan": bingan}
 
 
 def get_family(name):

@@ -97,8 +97,12 @@ class SampleGrid(keras.callbacks.Callback):
         self.seed = seed
 
     def on_train_begin(self, logs=None):
-        rng = np.random.default_rng(self.seed)
-        self.latent = rng.standard_normal((self.count, self.model.latent_dim)).astype(np.float32)
+        if hasattr(self.model, "fixed_latent"):  # the trainer knows its latent distribution
+            self.latent = self.model.fixed_latent(self.count, self.seed)
+        else:
+            rng = np.random.default_rng(self.seed)
+            self.latent = rng.standard_normal((self.count, self.model.latent_dim)).astype(
+                np.float32)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

@@ -7,6 +7,7 @@ It is written to a temporary file and renamed, so a run killed mid-write keeps t
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -18,12 +19,18 @@ def _tracked_variables(trainer):
             + list(trainer.g_optimizer.variables))
 
 
+def _path(variable):
+    """A variable's path with Keras's per-process counter removed from auto-named seed
+    generators (e.g. a Dropout layer's "seed_generator_12"), so paths match across models."""
+    return re.sub(r"seed_generator_\d+", "seed_generator", variable.path)
+
+
 def save_checkpoint(trainer, directory, step, extra=None):
     """Atomically write the trainer's full state after `step` generator updates."""
     os.makedirs(directory, exist_ok=True)
     variables = _tracked_variables(trainer)
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
-    header = {"step": int(step), "paths": [v.path for v in variables], "extra": extra or {}}
+    header = {"step": int(step), "paths": [_path(v) for v in variables], "extra": extra or {}}
     path = os.path.join(directory, CHECKPOINT_NAME)
     temporary = path + ".tmp.npz"
     np.savez(temporary, header=np.array(json.dumps(header)), **arrays)
@@ -44,7 +51,7 @@ def load_checkpoint(trainer, directory):
         raise ValueError(f"Checkpoint {path!r} is unreadable ({error}); delete it to "
                          f"start over.") from error
     variables = _tracked_variables(trainer)
-    paths = [v.path for v in variables]
+    paths = [_path(v) for v in variables]
     if paths != header["paths"]:
         raise ValueError(
             f"Checkpoint {path!r} was written by a different model or recipe "

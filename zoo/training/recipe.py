@@ -60,3 +60,40 @@ class Recipe:
 
 PAPER = Recipe()
 STABLE = Recipe(learning_rate=2e-4)  # the authors' follow-up code: Adam 2e-4, beta_1 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class BinGANRecipe(Recipe):
+    """A BinGAN recipe; defaults are the paper's (400 epochs of CIFAR-10's 50,000 images in
+    batches of 25; Adam 3e-4, beta_1 0.5). iterations = D and G updates (one each per step)."""
+
+    iterations: int = 800000
+    batch_size: int = 25
+    learning_rate: float = 3e-4
+    beta_1: float = 0.5
+    latent_dim: int = 100
+    checkpoint_every: int = 2000
+    sample_every: int = 10000
+    lambda_dmr: float = 0.05
+    lambda_bre: float = 0.001  # retrieval; the matching variant uses 0.01
+    gamma: float = 0.001  # relaxed code b = f / (|f| + gamma)
+    beta: float = 2.0  # BRE's pair weights w_ij = exp(-|h_i.h_j| / (M beta))
+    # lr decays linearly to 0 over this last fraction of the run. The official code's schedule
+    # lr * min(3 - epoch / 400, 1) never decays within its 400 epochs: 0 is faithful.
+    decay_fraction: float = 0.0
+    # Centre the high-dim features on the batch mean before taking signs (h = sign(f - mean f)).
+    # False is the official code: its mean-pooled leaky-ReLU features are nearly all positive,
+    # so h_i.h_j / M is close to 1 for every pair and DMR pulls all codes together.
+    center_high: bool = False
+    init_count: int = 500  # images of the data-dependent initialisation
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.d_steps != 1:
+            raise ValueError("BinGAN recipes update D and G once a step (d_steps must be 1).")
+        for field in ("lambda_dmr", "lambda_bre", "gamma", "beta"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"BinGANRecipe.{field} must be >= 0, got {getattr(self, field)}.")
+        object.__setattr__(self, "center_high", bool(self.center_high))
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}.")

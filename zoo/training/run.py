@@ -6,6 +6,7 @@ import shutil
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from zoo.data.corpora import load_corpus
 from zoo.machine import machine_description
@@ -17,6 +18,15 @@ from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights, sha256_of
 
 SUMMARY_NAME = "summary.json"
 HASH_BITS = 64
+
+
+def training_wrapper(family_name):
+    """The training module of an architecture family (None: zoo.training.gan's GANTrainer)."""
+    if family_name == "bingan":
+        from zoo.training import bingan
+
+        return bingan
+    return None
 
 
 def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=True,
@@ -37,13 +47,15 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     with precision_policy(recipe.precision):
         trained = family.build_gan(**entry.architecture)
     _, train_seconds = train_gan(*trained, images, recipe, out_dir, resume=resume,
-                                 progress=progress)
+                                 progress=progress, wrapper=training_wrapper(entry.family))
     # The encoder runs in float32: copy the weights into float32 networks, then refit the
     # discriminator's BatchNorm statistics on the real corpus.
     generator, discriminator = family.build_gan(**entry.architecture)
     for target, source in zip((generator, discriminator), trained):
         target.set_weights(source.get_weights())
     reestimate_batchnorm(discriminator, images)
+    if hasattr(family, "calibrate"):  # e.g. BinGAN: centre the code bits on the training data
+        family.calibrate(discriminator, images)
     weights_path = os.path.join(out_dir, f"{name}.weights.h5")
     sha256 = save_gan_weights(weights_path, generator, discriminator,
                               attributes={"model": name, "family": entry.family})
@@ -90,16 +102,24 @@ def publish(name, run_dir, command=None):
 
 
 def fit_hash_head(name, bits=HASH_BITS, seed=0):
-    """Fit the shipped encoder's ITQ hash head on its training corpus and ship it.
+    """Fit the shipped encoder's hash head on its training corpus and ship it.
 
-    The head (mean and projection of the L2-normalised embeddings) goes to
-    zoo/weights/<name>.hash.npz, its sha256 and code length to the manifest.
+    Float encoders get a PCA + ITQ head with `bits` bits; a family with its own binarisation
+    (BinGAN: the signs of its code layer) ships that instead. The head (mean and projection of
+    the L2-normalised embeddings) goes to zoo/weights/<name>.hash.npz, its sha256, code length
+    and method to the manifest.
     """
     from zoo import load
 
     entry = get_entry(name)
     encoder = load(name, with_hash_head=False)
-    encoder.fit_hash_head(load_corpus(get_corpus(entry.corpus)).images, bits=bits, seed=seed)
+    family = get_family(entry.family)
+    if hasattr(family, "sign_hash_head"):
+        encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))
+        bits, method = encoder.embedding_dim, encoder.hash_head.method
+    else:
+        encoder.fit_hash_head(load_corpus(get_corpus(entry.corpus)).images, bits=bits, seed=seed)
+        method = "PCA + ITQ (50 iterations) on the L2-normalised training-corpus embeddings"
     path = entry.hash_head_file
     temporary = path + ".tmp.npz"
     np.savez(temporary, **encoder.hash_head.to_dict())
@@ -107,7 +127,7 @@ def fit_hash_head(name, bits=HASH_BITS, seed=0):
     manifest = read_manifest()
     manifest["models"][name]["hash_head"] = {
         "file": os.path.basename(path), "sha256": sha256_of(path), "bits": bits,
-        "method": "PCA + ITQ (50 iterations) on the L2-normalised training-corpus embeddings",
+        "method": method,
     }
     write_manifest(manifest)
 
@@ -121,9 +141,11 @@ def write_golden(name):
     from zoo import load
     from zoo.data.merchant_marks import make_corpus
 
-    images = (make_corpus(num_identities=4, instances_per_identity=1, seed=99).images * 255)
-    images = images.round().astype(np.uint8)
     encoder = load(name)
+    images = make_corpus(num_identities=4, instances_per_identity=1, seed=99).images
+    if encoder.image_size != images.shape[1]:
+        images = tf.image.resize(images, (encoder.image_size,) * 2, antialias=True).numpy()
+    images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
     temporary = golden_path(name) + ".tmp.npz"
     np.savez(temporary, images=images, embeddings=encoder.encode(images),
              bits=encoder.hash(images).bits)

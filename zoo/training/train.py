@@ -45,10 +45,12 @@ def batch_dataset(images, batch_size, seed, first_step, last_step):
     return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def validate_training_images(images, batch_size):
+def validate_training_images(images, batch_size, image_shape=(64, 64, 1)):
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (64, 64, 1):
-        raise ValueError(f"Expected training images of shape [N, 64, 64, 1], got {images.shape}.")
+    image_shape = tuple(image_shape)
+    if images.ndim != 4 or images.shape[1:] != image_shape:
+        raise ValueError(f"Expected training images of shape [N, {', '.join(map(str, image_shape))}], "
+                         f"got {images.shape}.")
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(f"Expected float training images in [0, 1], got dtype {images.dtype}.")
     if len(images) < batch_size:
@@ -59,17 +61,30 @@ def validate_training_images(images, batch_size):
 
 
 def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, progress=True,
-              jit_compile=False):
+              jit_compile=False, wrapper=None):
     """Train to `recipe.iterations` generator updates, resuming from `out_dir` if possible.
 
     Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
     samples/step_*.png (every recipe.sample_every steps). Returns the trainer and the
     total training wall time in seconds over all sessions of the run. The networks are
     trained in the precision they were built with (see `precision_policy`).
+
+    `wrapper` (a training module such as zoo.training.bingan; default zoo.training.gan) brings
+    `make_trainer` and optionally `initialize(generator, discriminator, images, recipe)` (a
+    data-dependent initialisation, run before any checkpoint is restored) and
+    `training_callbacks(recipe)` (extra callbacks, run before the checkpoint is saved).
     """
-    images = validate_training_images(images, recipe.batch_size)
+    images = validate_training_images(images, recipe.batch_size,
+                                      discriminator.input.shape[1:])
     tf.keras.utils.set_random_seed(recipe.seed)
-    trainer = make_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
+    if hasattr(wrapper, "initialize"):
+        wrapper.initialize(generator, discriminator, images, recipe)
+    build_trainer = getattr(wrapper, "make_trainer", make_trainer)
+    trainer = build_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
+    extra_callbacks = (wrapper.training_callbacks(recipe)
+                       if hasattr(wrapper, "training_callbacks") else [])
+    images_per_step = recipe.batch_size * getattr(trainer, "images_per_step_factor",
+                                                  recipe.d_steps)
     first_step, extra = 0, {}
     if resume:
         first_step, extra = load_checkpoint(trainer, out_dir)
@@ -77,10 +92,10 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
         os.remove(os.path.join(out_dir, "checkpoint.npz"))
     steps_per_epoch = recipe.checkpoint_every
     if first_step < recipe.iterations:
-        dataset = batch_dataset(images, recipe.batch_size * recipe.d_steps, recipe.seed,
-                                first_step, recipe.iterations)
+        dataset = batch_dataset(images, images_per_step, recipe.seed, first_step,
+                                recipe.iterations)
         checkpoint = Checkpoint(out_dir, steps_per_epoch, extra.get("train_seconds", 0.0))
-        callbacks = [StopOnNaN(), checkpoint,
+        callbacks = [StopOnNaN(), *extra_callbacks, checkpoint,
                      StepLogger(os.path.join(out_dir, "log.csv"), steps_per_epoch),
                      SampleGrid(os.path.join(out_dir, "samples"), recipe.sample_every, first_step)]
         if progress:
