@@ -29,6 +29,19 @@ def training_wrapper(family_name):
     return None
 
 
+def float32_networks(family, architecture, trained, images):
+    """Copy trained (possibly bf16-computing) networks into float32 ones, refit the
+    discriminator's BatchNorm statistics on `images` and, for a family that has one, run its
+    calibration (BinGAN: centre the code bits on `images`)."""
+    generator, discriminator = family.build_gan(**architecture)
+    for target, source in zip((generator, discriminator), trained):
+        target.set_weights(source.get_weights())
+    reestimate_batchnorm(discriminator, images)
+    if hasattr(family, "calibrate"):
+        family.calibrate(discriminator, images)
+    return generator, discriminator
+
+
 def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=True,
                 progress=True):
     """Train registry entry `name` to completion in `out_dir` (default runs/<name>).
@@ -49,13 +62,8 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     _, train_seconds = train_gan(*trained, images, recipe, out_dir, resume=resume,
                                  progress=progress, wrapper=training_wrapper(entry.family))
     # The encoder runs in float32: copy the weights into float32 networks, then refit the
-    # discriminator's BatchNorm statistics on the real corpus.
-    generator, discriminator = family.build_gan(**entry.architecture)
-    for target, source in zip((generator, discriminator), trained):
-        target.set_weights(source.get_weights())
-    reestimate_batchnorm(discriminator, images)
-    if hasattr(family, "calibrate"):  # e.g. BinGAN: centre the code bits on the training data
-        family.calibrate(discriminator, images)
+    # discriminator's BatchNorm statistics (and BinGAN's code thresholds) on the real corpus.
+    generator, discriminator = float32_networks(family, entry.architecture, trained, images)
     weights_path = os.path.join(out_dir, f"{name}.weights.h5")
     sha256 = save_gan_weights(weights_path, generator, discriminator,
                               attributes={"model": name, "family": entry.family})
