@@ -154,7 +154,7 @@ for _bits in (16, 32, 64):
 # The CPU preset shipped for Fashion-MNIST (every deviation from the paper is in MODELS.md):
 # 1 channel, D widths 32/64 instead of 96/192, generator widths 128/64/32 instead of 512/256/128,
 # batch 64 instead of 25, and a few epochs instead of 400.
-BINGAN_CPU_RECIPE = BinGANRecipe(iterations=1500, batch_size=64, checkpoint_every=250,
+BINGAN_CPU_RECIPE = BinGANRecipe(iterations=1000, batch_size=64, checkpoint_every=250,
                                  sample_every=500)
 for _bits in (16, 32, 64):
     register(ModelEntry(
