@@ -6,8 +6,9 @@ cd "$(dirname "$0")"
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq
     apt-get install -y -qq dataset-fashion-mnist >/dev/null  # Fashion-MNIST idx files (BinGAN)
+    apt-get install -y -qq chromium >/dev/null  # the browser the search page's tests drive
 fi
-python3 -m pip install -q -e ".[test]"
+python3 -m pip install -q -e ".[test,web,beam]"
 # TF Serving's protos (warmup records); --no-deps: it names the full `tensorflow` wheel, which
 # would clash with tensorflow-cpu.
 python3 -m pip install -q --no-deps tensorflow-serving-api==2.21.0

@@ -13,3 +13,29 @@ def load(name, weights_path=None, with_hash_head=True):
     from zoo.loading import load as _load
 
     return _load(name, weights_path, with_hash_head)
+
+
+def locate(page, query, model="sketch_gan_merchant", **options):
+    """Find the mark `query` on the page photograph `page` with a sliding box: ranked boxes
+    (x, y, w, h, score) and a heat map (options and result: zoo.locating.locate)."""
+    from zoo.locating import locate as _locate
+
+    return _locate(page, query, model, **options)
+
+
+def transfer(base, source, steps=500, **options):
+    """Fine-tune registered model `base` on a folder of images or a named corpus (no labels)
+    and export it as a new SavedModel version; see `zoo.transferring.transfer`."""
+    from zoo.transferring import transfer as _transfer
+
+    return _transfer(base, source, steps, **options)
+
+
+def __getattr__(name):
+    """`zoo.Index` (zoo.index.Index: build, open, add, search an archive index), imported on
+    first use like `load`, so that `import zoo` stays light."""
+    if name == "Index":
+        from zoo.index import Index
+
+        return Index
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

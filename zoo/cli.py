@@ -85,6 +85,22 @@ def cmd_evaluate_oneshot(args):
     print(f"report: {write_report(args.out)}")
 
 
+def cmd_evaluate_hashing(args):
+    from zoo.evaluation.hashing import format_hashing_table, run_hashing_evaluation
+
+    command = (f"zoo evaluate hashing {' '.join(args.names)}"
+               + (f" --queries {args.queries}" if args.queries != 1000 else "")
+               + (" --record" if args.record else ""))
+    results = run_hashing_evaluation(args.names, data_dir=args.data_dir,
+                                     num_queries=args.queries, seed=args.seed, out_dir=args.out,
+                                     record=args.record, command=command)
+    protocol = results["protocol"]
+    print(f"{results['corpus']}: {protocol['queries']} seeded queries (seed {protocol['seed']}) "
+          f"against {protocol['database']} database images, Hamming ranking, top {protocol['top']}")
+    print(format_hashing_table(results))
+    print(f"precision@k curves: {results['figure']}")
+
+
 def cmd_report(args):
     from zoo import model_cards
     from zoo.evaluation.report import write_report
@@ -117,12 +133,112 @@ def cmd_bench(args):
     result = benchmark_training(args.name, steps=args.steps, batch_size=args.batch_size,
                                 rounds=args.rounds, jit_compile=args.jit)
     print(f"machine: {result['machine']}")
+    baseline = result["baseline"]
+    described = {"reference": "eager GradientTape, float32", "zoo_float32": "the zoo loop, "
+                 "float32"}[baseline]
     print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each "
-          f"(median s/step; speed-up = reference / loop):")
+          f"(median s/step; speed-up = {baseline} / loop):")
     for loop, seconds in result["s_per_step"].items():
         speedup = result["speedup"].get(loop)
-        ratio = f"  {speedup:.2f}x" if speedup else "  (baseline: eager GradientTape, float32)"
-        print(f"  {loop:24s} {seconds:7.3f} s/step{ratio}")
+        ratio = f"  {speedup:.2f}x" if speedup else f"  (baseline: {described})"
+        print(f"  {loop:24s} {seconds:7.3f} s/step  {result['images_per_s'][loop]:7.1f} "
+              f"real images/s{ratio}")
+
+
+def _archive_metadata(pairs):
+    """Parse --meta key=value pairs (strings) into the archive metadata dict."""
+    metadata = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"Expected --meta key=value, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        metadata[key] = value
+    return metadata or None
+
+
+def cmd_index_build(args):
+    from zoo.index import Index
+    from zoo.index.index import DEFAULT_MODELS, format_report
+
+    try:
+        index = Index.build(args.out, args.source, models=args.model or DEFAULT_MODELS,
+                            server=args.server, batch_size=args.batch_size,
+                            metadata=_archive_metadata(args.meta), chunk_size=args.chunk_size)
+    except KeyboardInterrupt:
+        sys.exit("\nzoo index build: interrupted; rerun the same command to resume.")
+    print(format_report(index.report))
+    print(f"index {index.path}: {len(index)} items, models {', '.join(index.models)}")
+
+
+def cmd_index_add(args):
+    from zoo.index import Index
+    from zoo.index.index import format_report
+
+    index = Index.open(args.index, server=args.server)
+    try:
+        report = index.add(args.source, batch_size=args.batch_size, chunk_size=args.chunk_size)
+    except KeyboardInterrupt:
+        sys.exit("\nzoo index add: interrupted; rerun the same command to resume.")
+    print(format_report(report))
+    print(f"index {index.path}: {len(index)} items, models {', '.join(index.models)}")
+
+
+def cmd_search(args):
+    from zoo.index import Index
+    from zoo.index.index import format_hits, save_search_grid
+
+    index = Index.open(args.index, server=args.server)
+    mode = "hamming" if args.hamming else "embedding"
+    hits = index.search(args.query, k=args.k, model=args.model, mode=mode, offset=args.offset,
+                        approximate=args.approximate)
+    print(format_hits(hits, mode))
+    if args.grid:
+        print(f"grid: {save_search_grid(args.grid, index, args.query, hits, args.model)}")
+
+
+def cmd_locate(args):
+    from zoo.locating import draw_locate, format_located, locate
+
+    found = locate(args.page, args.query, model=args.model, scales=args.scales,
+                   stride=args.stride, top=args.top, batch_size=args.batch_size,
+                   min_ink=args.min_ink, snap_to_ink=not args.no_snap)
+    print(format_located(found))
+    if args.out:
+        print(f"heat map: {draw_locate(args.page, found, args.out)}")
+
+
+def _beam_encode_parser():
+    """`zoo beam encode`'s own flags; every other flag goes to Beam's PipelineOptions."""
+    parser = argparse.ArgumentParser(
+        prog="zoo beam encode", allow_abbrev=False,
+        description="Encode image files with an exported SavedModel in an Apache Beam pipeline "
+                    "into .npz embedding/code shards (zoo/beam_pipeline.py).",
+        epilog="Other flags go to Beam, e.g. --runner=DataflowRunner --project=P --region=R "
+               "--temp_location=gs://B/tmp --setup_file=./setup.py (see README.md).")
+    parser.add_argument("--model-dir", required=True,
+                        help="an exported version directory, e.g. models/sketch_gan_merchant/1")
+    parser.add_argument("--input", required=True, action="append",
+                        help="glob of image files, or a folder (repeat for several)")
+    parser.add_argument("--output", required=True, help="folder for the shards and errors")
+    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    parser.add_argument("--max-file-mb", type=float, default=64,
+                        help="larger files are reported as errors, not read")
+    return parser
+
+
+def cmd_beam_encode(args):
+    options, pipeline_args = _beam_encode_parser().parse_known_args(args.args)
+    try:
+        from zoo.beam_pipeline import encode_files
+    except ImportError as error:
+        raise ValueError(f"Apache Beam is not installed ({error}); install the extra: "
+                         f"pip install -e '.[beam]'.") from None
+    run = encode_files(options.model_dir, options.input, options.output, pipeline_args,
+                       shard_size=options.shard_size, batch_size=options.batch_size,
+                       max_file_mb=options.max_file_mb)
+    print(f"{run.state}: {run.images_encoded} images encoded, {run.files_failed} files failed; "
+          f"shard files: {run.shards_written} in {options.output} (failures in errors-*.jsonl)")
 
 
 def cmd_export(args):
@@ -130,6 +246,37 @@ def cmd_export(args):
 
     path = load(args.name).export(args.out, args.version, overwrite=args.overwrite)
     print(f"exported {args.name} version {args.version} to {path}")
+
+
+def cmd_transfer(args):
+    from zoo.transferring import format_report, record_transfer, transfer
+
+    changes = _recipe_changes(args.set)
+    result = transfer(args.base, args.source, steps=args.steps, out=args.out, name=args.name,
+                      version=args.version, run_dir=args.run_dir, data_dir=args.data_dir,
+                      recipe_changes=changes, hash_bits=args.hash_bits,
+                      resume=not args.restart)
+    print(format_report(result.report))
+    if args.record:
+        options = [f"--set {pair}" for pair in args.set or []] + [
+            f"--{option.replace('_', '-')} {getattr(args, option)}"
+            for option in ("out", "name", "run_dir", "hash_bits")
+            if getattr(args, option) not in (None, "models")]
+        command = " ".join(["zoo transfer", args.base, args.source, f"--steps {args.steps}",
+                            *options, "--record"])
+        record_transfer(result.report, command)
+        print("recorded in zoo/weights/manifest.json (run `zoo models-md`)")
+
+
+def cmd_web(args):
+    try:
+        from zoo.web.app import serve
+    except ImportError as error:
+        raise ValueError(f"`zoo web` needs the optional web extra ({error}): "
+                         f"pip install -e '.[web]'") from None
+
+    serve(args.index, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          page_size=args.page_size, server=args.server)
 
 
 def cmd_serve(args):
@@ -170,6 +317,25 @@ def build_parser():
     sub.add_argument("--overwrite", action="store_true", help="replace an existing version")
     sub.set_defaults(run=cmd_export)
 
+    sub = commands.add_parser("transfer", help="fine-tune a zoo model on a new archive (no "
+                                               "labels) and export it as a new version")
+    sub.add_argument("base", help="registered model to start from")
+    sub.add_argument("source", help="folder of images, or a named corpus "
+                                    "(e.g. omniglot_background)")
+    sub.add_argument("--steps", type=int, default=500, help="generator updates (default 500)")
+    sub.add_argument("--out", default="models", help="SavedModel base folder (default: models)")
+    sub.add_argument("--name", help="exported model name (default: BASE_<archive name>)")
+    sub.add_argument("--version", type=int, help="version to export (default: the next free one)")
+    sub.add_argument("--run-dir", help="checkpoints, samples, weights, report (default runs/NAME)")
+    sub.add_argument("--data-dir", help="where a named corpus lives (Omniglot zips)")
+    sub.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a recipe field, e.g. --set batch_size=32")
+    sub.add_argument("--hash-bits", type=int, help="hash code length (default: the base's)")
+    sub.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    sub.add_argument("--record", action="store_true",
+                     help="store the before/after retrieval in the weights manifest (MODELS.md)")
+    sub.set_defaults(run=cmd_transfer)
+
     sub = commands.add_parser("evaluate", help="measure models against baselines")
     kinds = sub.add_subparsers(dest="kind", required=True)
     kind = kinds.add_parser("retrieval", help="P@8, mAP, R@1/R@8 with a raw-pixel baseline")
@@ -203,6 +369,18 @@ def build_parser():
                       help="store the mean errors in the weights manifest (for MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_oneshot)
 
+    kind = kinds.add_parser("hashing", help="mAP@1000 of binary codes (Hamming ranking) vs. LSH, "
+                                            "PCAH and PCA-ITQ on the same pixels")
+    kind.add_argument("names", nargs="+")
+    kind.add_argument("--data-dir", help="where the corpus lives (Fashion-MNIST idx files; "
+                                         "default /usr/share/datasets/fashion-mnist)")
+    kind.add_argument("--queries", type=int, default=1000, help="seeded queries (default 1000)")
+    kind.add_argument("--seed", type=int, default=0)
+    kind.add_argument("--out", default="reports", help="JSON and P@k figure go to OUT/hashing/")
+    kind.add_argument("--record", action="store_true",
+                      help="store the numbers in the weights manifest (for MODELS.md)")
+    kind.set_defaults(run=cmd_evaluate_hashing)
+
     sub = commands.add_parser("report", help="regenerate MODELS.md's results and the report "
                                              "linking every figure (REPORT.md)")
     sub.add_argument("--out", default="reports", help="the evaluation folder (default: reports)")
@@ -218,6 +396,73 @@ def build_parser():
     sub.add_argument("--out", default="demo")
     sub.add_argument("--in-process", action="store_true", help="encode without the server")
     sub.set_defaults(run=cmd_demo)
+
+    sub = commands.add_parser("index", help="index an archive's images for search by example")
+    actions = sub.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="encode a folder of images into a new index "
+                                             "(progress bar; rerun to resume)")
+    build.add_argument("source", help="folder of images (recursive)")
+    build.add_argument("--out", required=True, help="index directory to write, e.g. my.idx")
+    build.add_argument("--model", action="append",
+                       help="registered model (repeat for several; default sketch_gan_merchant)")
+    build.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                       help="archive metadata stored in the index, e.g. --meta archive=TNA")
+    build.set_defaults(run=cmd_index_build)
+    add = actions.add_parser("add", help="add a folder's new images to an index (files "
+                                         "already in it are skipped)")
+    add.add_argument("index", help="index directory")
+    add.add_argument("source", help="folder of images (recursive)")
+    add.set_defaults(run=cmd_index_add)
+    for action in (build, add):
+        action.add_argument("--server", metavar="HOST:PORT",
+                            help="encode through a running model server instead of in-process")
+        action.add_argument("--batch-size", type=int, default=256)
+        action.add_argument("--chunk-size", type=int, default=1024,
+                            help="images per resumable chunk (default 1024)")
+
+    sub = commands.add_parser("search", help="search an index by example: top-k table, "
+                                             "optional PNG grid")
+    sub.add_argument("index", help="index directory written by `zoo index build`")
+    sub.add_argument("query", help="query image file")
+    sub.add_argument("-k", type=int, default=8, help="number of results (default 8)")
+    sub.add_argument("--offset", type=int, default=0, help="skip the first results (paging)")
+    sub.add_argument("--model", help="which of the index's models (default: its first)")
+    sub.add_argument("--hamming", action="store_true",
+                     help="rank by Hamming distance of the binary codes (default: cosine)")
+    sub.add_argument("--approximate", action="store_true",
+                     help="search an HNSW graph instead of scanning (large indexes)")
+    sub.add_argument("--grid", metavar="PNG", help="write the query and its results as a PNG")
+    sub.add_argument("--server", metavar="HOST:PORT",
+                     help="encode the query through a running model server")
+    sub.set_defaults(run=cmd_search)
+
+    sub = commands.add_parser("locate", help="find a mark on a page photograph: sliding "
+                                             "boxes, ranked matches, a heat map PNG")
+    sub.add_argument("page", help="page image file")
+    sub.add_argument("query", help="image file of the mark to find")
+    sub.add_argument("--out", metavar="PNG", help="write the heat map and best boxes")
+    sub.add_argument("--model", default="sketch_gan_merchant")
+    sub.add_argument("--scales", type=int, nargs="+", metavar="PX",
+                     help="box sides in pixels (default: 10, 15, 22, 33%% of the shorter side)")
+    sub.add_argument("--stride", type=float, default=0.25,
+                     help="step between boxes as a fraction of the box side (default 0.25)")
+    sub.add_argument("--top", type=int, default=5, help="boxes to report (default 5)")
+    sub.add_argument("--batch-size", type=int, default=256)
+    sub.add_argument("--min-ink", type=float,
+                     help="ink contrast below which a box counts as blank (default: from the "
+                          "paper's grain)")
+    sub.add_argument("--no-snap", action="store_true",
+                     help="report whole boxes, not the ink inside them")
+    sub.set_defaults(run=cmd_locate)
+
+    sub = commands.add_parser("beam", help="encode an archive at scale with Apache Beam "
+                                           "(the [beam] extra)")
+    beam_actions = sub.add_subparsers(dest="action", required=True)
+    encode = beam_actions.add_parser(
+        "encode", prefix_chars="+", add_help=False,
+        help="image files -> .npz embedding/code shards (zoo beam encode --help)")
+    encode.add_argument("args", nargs=argparse.REMAINDER)  # parsed by _beam_encode_parser
+    encode.set_defaults(run=cmd_beam_encode)
 
     sub = commands.add_parser("bench", help="training speed vs. a plain reference loop")
     sub.add_argument("name")
@@ -240,6 +485,18 @@ def build_parser():
     sub.add_argument("--max-message-mb", type=float, default=64, help="largest request accepted")
     sub.add_argument("--no-warmup", action="store_true", help="skip the warmup requests")
     sub.set_defaults(run=cmd_serve)
+
+    sub = commands.add_parser("web", help="the search page: query an index by example in the "
+                                          "browser (read-only, loopback by default)")
+    sub.add_argument("index", help="an index written by `zoo index build`")
+    sub.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sub.add_argument("--max-upload-mb", type=float, default=10,
+                     help="largest query image accepted (default 10 MB)")
+    sub.add_argument("--page-size", type=int, default=24, help="results per page (default 24)")
+    sub.add_argument("--server", metavar="HOST:PORT",
+                     help="encode queries through this model server (default: in-process)")
+    sub.set_defaults(run=cmd_web)
     return parser
 
 

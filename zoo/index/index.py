@@ -1,0 +1,551 @@
+"""`Index`: an archive's images encoded by one or more zoo models, persisted, searchable.
+
+    idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_gan_merchant",))
+    idx = Index.open("my_archive.idx")
+    report = idx.add("more_scans/")               # AddReport(added, skipped, ...)
+    hits = idx.search("query.png", k=8)            # [Hit(rank, id, path, score, metadata)]
+    hits = idx.search("query.png", mode="hamming") # score = Hamming distance of the codes
+
+Every model contributes an L2-normalised embedding (searched by cosine similarity, faiss
+IndexFlatIP) and its hash head's binary code (searched by Hamming distance, faiss
+IndexBinaryFlat) per item; `approximate=True` searches HNSW graphs instead (built on first
+use and kept beside the index). The on-disk format and its crash safety are described in
+zoo/index/store.py, the item metadata and the encoding pipeline in zoo/index/encoding.py.
+"""
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+
+import numpy as np
+
+from zoo.index import store
+from zoo.index.encoding import encode_chunks, list_source, make_encoders, prepare_query
+from zoo.index.search import make_searcher, searcher_class
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("sketch_gan_merchant",)
+MODES = ("embedding", "hamming")
+GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.index.search defaults)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One indexed image: its stable id, absolute path and metadata (see encoding.py)."""
+
+    id: int
+    path: str
+    metadata: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """A search result. `rank` counts from 1 over the whole result list (offset included);
+    `score` is the cosine similarity (mode "embedding", higher is closer) or the Hamming
+    distance in bits (mode "hamming", lower is closer)."""
+
+    rank: int
+    id: int
+    path: str
+    score: float
+    metadata: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class AddReport:
+    """What a build or add did: `added` items (the index grew by that many), `skipped`
+    (path, reason) of files that could not be used, `already_indexed` files of the source that
+    were in the index already (left alone), `resumed` how many of the added items an
+    interrupted earlier run had encoded, `warnings` (path, message) such as unreadable
+    metadata sidecars."""
+
+    added: int
+    skipped: list
+    already_indexed: int = 0
+    resumed: int = 0
+    warnings: list = dataclasses.field(default_factory=list)
+
+
+def _models_tuple(models):
+    if isinstance(models, str):
+        models = (models,)
+    models = tuple(models)
+    if not models:
+        raise ValueError("Expected at least one model name.")
+    if len(set(models)) != len(models):
+        raise ValueError(f"Each model can be named once; got {list(models)}.")
+    return tuple(store.check_model_name(name) for name in models)
+
+
+def _check_compatible(index_record, encoder_record, where):
+    """ValueError unless an encoder gives what the index holds for the same model."""
+    for key in ("embedding_dim", "num_bits", "image_size"):
+        if index_record.get(key) is not None and index_record[key] != encoder_record[key]:
+            raise ValueError(f"{where}: the index holds {index_record['name']} with {key} "
+                             f"{index_record[key]}, the encoder gives {encoder_record[key]}.")
+    for key in ("weights_sha256", "hash_head_sha256"):
+        if index_record.get(key) and encoder_record.get(key) and \
+                index_record[key] != encoder_record[key]:
+            raise ValueError(f"{where}: the index was encoded with other weights of "
+                             f"{index_record['name']} ({key} {index_record[key][:12]}..., "
+                             f"installed {encoder_record[key][:12]}...); rebuild the index.")
+
+
+class Index:
+    """An index directory opened for searching and adding (see the module docstring)."""
+
+    def __init__(self, path, manifest, server=None, verify=True):
+        """Use `Index.open` or `Index.build`."""
+        self.path = os.path.abspath(path)
+        self.server = server
+        self._verify = verify
+        self._manifest = manifest
+        self._items = []  # [(path, metadata)], position = id
+        self._codes = {}  # model -> [segment codes]
+        self._embeddings = {}  # model -> [segment embeddings (memory-mapped)]
+        self._searchers = {}  # (model, mode, approximate) -> searcher
+        self._query_encoders = {}
+        self._lock = threading.Lock()
+        self.report = None  # Index.build sets the AddReport of the build here
+        for segment in manifest["segments"]:
+            self._append_segment(segment)
+
+    def _append_segment(self, segment):
+        items, arrays = store.read_segment(self.path, self._manifest, segment, self._verify)
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                raise ValueError(f"The index {self.path!r} is corrupt: a bad item record.")
+            self._items.append((item["path"], item.get("metadata") or {}))
+        for name, (embeddings, codes) in arrays.items():
+            self._embeddings.setdefault(name, []).append(embeddings)
+            self._codes.setdefault(name, []).append(np.asarray(codes))
+
+    # ------------------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path, server=None, verify=True):
+        """Open the index directory at `path`, checking its format, every file's size and
+        array shape, and (unless verify=False, quicker on very large indexes) its sha256.
+
+        `server` ("host:port"): encode queries (and `add`) through that TF-Serving-compatible
+        server instead of in-process. Corrupt, foreign or incomplete indexes raise ValueError.
+        """
+        return cls(path, store.read_manifest(os.fspath(path)), server=server, verify=verify)
+
+    @classmethod
+    def build(cls, out_path, source, models=DEFAULT_MODELS, server=None, batch_size=256,
+              progress=True, metadata=None, chunk_size=1024, workers=None):
+        """Encode every image of `source` (a folder, recursively, or a list of files) with
+        each of `models` into a new index directory `out_path`, and return it opened.
+
+        Resumable: chunks of `chunk_size` encoded images are kept in `out_path`/.pending, so
+        running the same build again after an interruption continues where it stopped.
+        `metadata` is a JSON-able dict about the archive, stored in the manifest. Files that
+        cannot be used are skipped and listed in the returned index's `report`.
+        """
+        out_path = os.path.abspath(os.fspath(out_path))
+        models = _models_tuple(models)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"Expected archive metadata as a dict; got "
+                             f"{type(metadata).__name__}.")
+        if os.path.exists(os.path.join(out_path, store.MANIFEST)):
+            raise ValueError(f"{out_path!r} already holds an index; add files to it with "
+                             f"`zoo index add` (Index.open(path).add), or choose another path.")
+        if os.path.exists(out_path) and not os.path.isdir(out_path):
+            raise ValueError(f"{out_path!r} is a file; an index is written as a directory.")
+        if os.path.isdir(out_path) and not os.path.isdir(store.pending_dir(out_path)) and \
+                set(os.listdir(out_path)) - {store.LOCK}:
+            raise ValueError(f"{out_path!r} exists and is not an index; choose a new path.")
+        os.makedirs(out_path, exist_ok=True)
+        report = _ingest(out_path, None, models, source, kind="build", server=server,
+                         batch_size=batch_size, progress=progress, archive=metadata,
+                         chunk_size=chunk_size, workers=workers, known_paths=set())
+        index = cls.open(out_path, server=server)
+        index.report = report
+        return index
+
+    # ------------------------------------------------------------------------- adding
+
+    def add(self, source, progress=True, batch_size=256, chunk_size=1024, workers=None):
+        """Encode the images of `source` not yet in the index (same absolute path) and append
+        them, with new ids after the existing ones. Resumable like `build`. -> AddReport."""
+        known = {path for path, _ in self._items}
+        report = _ingest(self.path, self._manifest, self.models, source, kind="add",
+                         server=self.server, batch_size=batch_size, progress=progress,
+                         archive=None, chunk_size=chunk_size, workers=workers,
+                         known_paths=known)
+        manifest = store.read_manifest(self.path)
+        with self._lock:
+            committed = len(self._manifest["segments"])
+            self._manifest = manifest
+            for segment in manifest["segments"][committed:]:
+                self._append_segment(segment)
+            self._searchers.clear()
+        return report
+
+    # ------------------------------------------------------------------------- contents
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return f"Index({self.path!r}, {len(self)} items, models={self.models})"
+
+    @property
+    def models(self):
+        """Names of the models the index holds, the default (used when none is named) first."""
+        return [model["name"] for model in self._manifest["models"]]
+
+    @property
+    def metadata(self):
+        """The archive metadata dict given at build time."""
+        return dict(self._manifest.get("metadata") or {})
+
+    @property
+    def manifest(self):
+        return self._manifest
+
+    def model_info(self, model=None):
+        """{"name", "embedding_dim", "num_bits", "image_size", "weights_sha256", ...}."""
+        name = self._model(model)
+        return dict(next(m for m in self._manifest["models"] if m["name"] == name))
+
+    def item(self, item_id):
+        """The Item with id `item_id` (0 <= id < len(index))."""
+        if isinstance(item_id, bool) or not isinstance(item_id, (int, np.integer)) or \
+                not 0 <= item_id < len(self._items):
+            raise ValueError(f"Expected an item id in [0, {len(self._items)}); got {item_id!r}.")
+        path, metadata = self._items[int(item_id)]
+        return Item(int(item_id), path, dict(metadata))
+
+    def items(self, offset=0, limit=None):
+        """Items offset .. offset + limit - 1 (all from `offset` when limit is None)."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError(f"Expected offset >= 0 and limit >= 0; got {offset}, {limit}.")
+        stop = len(self._items) if limit is None else min(len(self._items), offset + limit)
+        return [self.item(item_id) for item_id in range(offset, stop)]
+
+    def embeddings(self, model=None):
+        """float32 [N, D] embeddings of all items by `model` (a copy)."""
+        name = self._model(model)
+        blocks = self._embeddings[name]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.model_info(name)[
+            "embedding_dim"]), np.float32)
+
+    def codes(self, model=None):
+        """Packed uint8 [N, K / 8] codes of all items by `model`."""
+        name = self._model(model)
+        blocks = self._codes[name]
+        return np.concatenate(blocks) if blocks else np.zeros(
+            (0, -(-self.model_info(name)["num_bits"] // 8)), np.uint8)
+
+    # ------------------------------------------------------------------------- searching
+
+    def _model(self, model):
+        if model is None:
+            return self.models[0]
+        if model not in self.models:
+            raise ValueError(f"The index holds no model {model!r}; it holds "
+                             f"{', '.join(self.models)}.")
+        return model
+
+    def _query_encoder(self, name):
+        with self._lock:
+            if name not in self._query_encoders:
+                (encoder,) = make_encoders([name], self.server)
+                _check_compatible(self.model_info(name), encoder.record,
+                                  f"Cannot encode queries for {self.path!r}")
+                self._query_encoders[name] = encoder
+            return self._query_encoders[name]
+
+    def encode_query(self, query, model=None):
+        """(embedding float32 [D], bits uint8 [K]) of a query image: a path, image file bytes,
+        a decoded image array of any size (gray, RGB, RGBA), or an already preprocessed
+        [S, S] / [S, S, 1] array; prepared with the zoo's preprocessing."""
+        name = self._model(model)
+        encoder = self._query_encoder(name)
+        image = prepare_query(query, encoder.image_size)
+        embeddings, packed = encoder(image[None])
+        bits = np.unpackbits(packed, axis=1, count=self.model_info(name)["num_bits"])
+        return embeddings[0], bits[0]
+
+    def search(self, query, k=8, model=None, mode="embedding", offset=0, approximate=False):
+        """The k best matches of `query` after skipping the first `offset`, best first:
+        [Hit(rank, id, path, score, metadata)]. mode "embedding": cosine similarity of the
+        embeddings; mode "hamming": Hamming distance of the binary codes. approximate=True
+        searches an HNSW graph (faster on large indexes, may miss neighbours)."""
+        self._check_search(k, mode, offset)
+        name = self._model(model)
+        embedding, bits = self.encode_query(query, name)
+        return self._search_vector(name, mode, embedding, np.packbits(bits), k, offset,
+                                   approximate)
+
+    def similar(self, item_id, k=8, model=None, mode="embedding", offset=0, approximate=False):
+        """Like `search`, with the stored encoding of item `item_id` as the query (the item
+        itself is normally the first hit)."""
+        self._check_search(k, mode, offset)
+        name = self._model(model)
+        item_id = self.item(item_id).id
+        return self._search_vector(name, mode, self._row(self._embeddings[name], item_id),
+                                   self._row(self._codes[name], item_id), k, offset,
+                                   approximate)
+
+    @staticmethod
+    def _row(blocks, row):
+        for block in blocks:
+            if row < len(block):
+                return np.asarray(block[row])
+            row -= len(block)
+        raise IndexError(row)
+
+    @staticmethod
+    def _check_search(k, mode, offset):
+        if mode not in MODES:
+            raise ValueError(f"Expected mode 'embedding' or 'hamming'; got {mode!r}.")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"Expected k to be a positive integer; got {k!r}.")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ValueError(f"Expected offset to be a non-negative integer; got {offset!r}.")
+
+    def searcher(self, model=None, mode="embedding", approximate=False):
+        """The faiss searcher (zoo.index.search) over `model`'s embeddings or codes, made on
+        first use. An approximate searcher's HNSW graph is kept in the index directory, named
+        by a digest of the data it was built on, and loaded (after a sha256 check) next time."""
+        name = self._model(model)
+        key = (name, mode, bool(approximate))
+        with self._lock:
+            if key not in self._searchers:
+                data = list(self._codes[name] if mode == "hamming" else self._embeddings[name])
+                if approximate:
+                    self._searchers[key] = self._graph(name, mode, data)
+                else:
+                    self._searchers[key] = make_searcher(mode, False, data)
+            return self._searchers[key]
+
+    def _graph(self, name, mode, data):
+        """The approximate searcher: loaded from its saved graph, or built and saved."""
+        kind = "codes" if mode == "hamming" else "embeddings"
+        digest = hashlib.sha256(json.dumps(
+            [GRAPH_VERSION, mode, [segment["files"][f"{name}.{kind}"]["sha256"]
+                                   for segment in self._manifest["segments"]]]).encode())
+        path = os.path.join(self.path, f"{name}.{kind}-hnsw-{digest.hexdigest()[:16]}.faiss")
+        cls = searcher_class(mode, True)
+        try:
+            with open(f"{path}.sha256") as stream:
+                if stream.read().strip() == store.sha256_of(path):
+                    return cls.load(path)
+        except (OSError, RuntimeError):
+            pass  # not saved yet, or unreadable: build it again
+        searcher = make_searcher(mode, True, data)
+        try:
+            searcher.save(path)
+            with store.atomic_file(f"{path}.sha256") as stream:
+                stream.write(store.sha256_of(path).encode())
+            for old in glob.glob(os.path.join(self.path, f"{name}.{kind}-hnsw-*.faiss*")):
+                if not old.startswith(path):
+                    os.remove(old)
+        except (OSError, RuntimeError) as error:
+            log.warning("could not save the search graph in %s: %s", self.path, error)
+        return searcher
+
+    def _search_vector(self, name, mode, embedding, packed, k, offset, approximate):
+        if len(self) == 0 or offset >= len(self):
+            return []
+        searcher = self.searcher(name, mode, approximate)
+        query = packed[None] if mode == "hamming" else embedding[None].astype(np.float32)
+        scores, ids = searcher.search(query, offset + k)
+        hits = []
+        for position in range(offset, scores.shape[1]):
+            item_id = int(ids[0, position])
+            if item_id < 0:
+                break
+            path, metadata = self._items[item_id]
+            score = int(scores[0, position]) if mode == "hamming" else float(scores[0, position])
+            hits.append(Hit(position + 1, item_id, path, score, dict(metadata)))
+        return hits
+
+    def close(self):
+        for encoder in self._query_encoders.values():
+            encoder.close()
+        self._query_encoders.clear()
+
+
+# ----------------------------------------------------------------------------- ingesting
+
+
+def _ingest(directory, manifest, models, source, kind, server, batch_size, progress, archive,
+            chunk_size, workers, known_paths):
+    """Encode `source`'s new files into .pending chunks (after any chunks an interrupted run
+    left), then commit all pending chunks as one segment. Shared by Index.build (manifest
+    None) and Index.add. Returns an AddReport."""
+    paths, root = list_source(source)
+    paths = list(dict.fromkeys(paths))  # a path named twice is indexed once
+    if kind == "build" and not paths:
+        raise ValueError(f"No image files found in {source!r}.")
+    with store.writer_lock(directory):
+        if manifest is not None and \
+                store.read_manifest(directory)["segments"] != manifest["segments"]:
+            raise ValueError(f"The index {directory!r} was changed by another process since it "
+                             f"was opened; open it again, then add.")
+        progress_record = _pending_progress(directory, manifest, models)
+        done, errors, warnings, resumed = set(), [], [], 0
+        for path in store.pending_chunk_files(directory):
+            items, chunk_errors, chunk_warnings, _ = store.read_chunk(path, [])
+            done.update(item["path"] for item in items)
+            done.update(error[0] for error in chunk_errors)
+            errors += chunk_errors
+            warnings += chunk_warnings
+            resumed += len(items)
+        if resumed or errors:
+            log.info("resuming an interrupted %s: %d items already encoded", kind, resumed)
+        todo = [path for path in paths if path not in known_paths and path not in done]
+
+        encoders = make_encoders(models, server, batch_size) if todo else []
+        try:
+            records = _model_records(directory, manifest, progress_record, encoders)
+            if progress_record is None:
+                progress_record = {"kind": kind, "token": uuid.uuid4().hex,
+                                   "models": list(models), "records": records,
+                                   "started": store.now(), "metadata": archive,
+                                   "encoded_by": server or "in-process"}
+                store.start_pending(directory, progress_record)
+            new_errors, new_warnings = _encode_to_chunks(directory, todo, len(done), root,
+                                                         encoders, kind, progress, chunk_size,
+                                                         workers)
+            errors += new_errors
+            warnings += new_warnings
+        finally:
+            for encoder in encoders:
+                encoder.close()
+
+        chunk_files = store.pending_chunk_files(directory)
+        added = sum(len(store.read_chunk(path, [])[0]) for path in chunk_files)
+        if added == 0 and manifest is None:
+            store.clear_pending(directory)
+            first = f"; first error: {errors[0][0]}: {errors[0][1]}" if errors else ""
+            raise ValueError(f"None of the {len(paths)} image files in {source!r} could be "
+                             f"used{first}")
+        if added:
+            store.commit_segment(
+                directory, manifest, records, chunk_files,
+                segment_info={"kind": kind, "ingest": progress_record["token"],
+                              "encoded_by": progress_record["encoded_by"], "source": root},
+                archive=(archive or progress_record.get("metadata")) if manifest is None
+                else None)
+        store.clear_pending(directory)
+    return AddReport(added=added, skipped=errors,
+                     already_indexed=sum(path in known_paths for path in paths),
+                     resumed=resumed, warnings=warnings)
+
+
+def _pending_progress(directory, manifest, models):
+    """The progress record of an interrupted build or add to resume, or None. Leftovers of a
+    run that was killed after its commit are cleared; a run with other models is refused."""
+    progress_record = store.read_progress(directory)
+    if progress_record is None:
+        return None
+    committed = {segment.get("ingest") for segment in (manifest or {}).get("segments", [])}
+    if progress_record.get("token") in committed:
+        store.clear_pending(directory)
+        return None
+    if progress_record.get("models") != list(models):
+        raise ValueError(f"{directory!r} holds an interrupted {progress_record.get('kind')} "
+                         f"with models {progress_record.get('models')}, not {list(models)}; "
+                         f"rerun it with those models, or delete "
+                         f"{store.pending_dir(directory)!r} to start over.")
+    return progress_record
+
+
+def _model_records(directory, manifest, progress_record, encoders):
+    """The model records of the index (or of the interrupted build), checked against the
+    encoders about to add to it; the encoders' own for a new build."""
+    records = [encoder.record for encoder in encoders]
+    if manifest is not None:
+        known, where = manifest["models"], f"Cannot add to {directory!r}"
+    elif progress_record is not None:
+        known, where = progress_record["records"], f"Cannot resume {directory!r}"
+    else:
+        return records
+    for index_record, record in zip(known, records):
+        _check_compatible(index_record, record, where)
+    return known
+
+
+def _encode_to_chunks(directory, paths, done, root, encoders, kind, progress, chunk_size,
+                      workers):
+    """Encode `paths` chunk by chunk into .pending, with a progress bar that starts at the
+    `done` files of an interrupted run; -> (errors, warnings)."""
+    from tqdm.auto import tqdm
+
+    errors, warnings = [], []
+    if not paths:
+        return errors, warnings
+    existing = store.pending_chunk_files(directory)
+    number = max((int(os.path.basename(path)[6:12]) for path in existing), default=-1) + 1
+    with tqdm(total=done + len(paths), initial=done, desc=f"index {kind}", unit="img",
+              disable=not progress) as bar:
+        for items, chunk_errors, chunk_warnings, arrays in encode_chunks(
+                paths, root, encoders, chunk_size=chunk_size, workers=workers):
+            store.write_chunk(directory, number, items, chunk_errors, chunk_warnings, arrays)
+            number += 1
+            errors += chunk_errors
+            warnings += chunk_warnings
+            for path, reason in chunk_errors:
+                log.warning("skipped %s: %s", path, reason)
+            bar.update(len(items) + len(chunk_errors))
+    return errors, warnings
+
+
+# ----------------------------------------------------------------------------- presenting
+
+
+def format_hits(hits, mode="embedding"):
+    """A plain table of hits: rank, score, id, path."""
+    score_name = "distance" if mode == "hamming" else "cosine"
+    lines = [f"{'rank':>4}  {score_name:>8}  {'id':>7}  path"]
+    for hit in hits:
+        score = f"{hit.score:8d}" if mode == "hamming" else f"{hit.score:8.4f}"
+        lines.append(f"{hit.rank:>4}  {score}  {hit.id:>7}  {hit.path}")
+    return "\n".join(lines)
+
+
+def format_report(report):
+    """A few lines summarising an AddReport."""
+    lines = [f"added {report.added} items"
+             + (f" ({report.resumed} encoded by an interrupted earlier run)" if report.resumed
+                else "")
+             + (f"; {report.already_indexed} files already in the index, left alone"
+                if report.already_indexed else "")]
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} files that could not be used:")
+        lines += [f"  {path}: {reason}" for path, reason in report.skipped]
+    if report.warnings:
+        lines.append(f"{len(report.warnings)} warnings:")
+        lines += [f"  {path}: {message}" for path, message in report.warnings]
+    return "\n".join(lines)
+
+
+def save_search_grid(path, index, query, hits, model=None):
+    """A PNG of the prepared query (blue frame) and the hits' prepared thumbnails with their
+    scores (zoo.visualize.save_retrieval_grid); a file that can no longer be read shows black."""
+    from zoo.index.preprocess import load_image_numpy
+    from zoo.visualize import save_retrieval_grid
+
+    if not hits:
+        raise ValueError("No hits to draw.")
+    size = index.model_info(model)["image_size"]
+    tiles = []
+    for hit in hits:
+        try:
+            tiles.append(load_image_numpy(hit.path, size=size)[0])
+        except (OSError, ValueError):
+            tiles.append(np.zeros((size, size), np.float32))
+    query_tile = prepare_query(query, size)
+    return save_retrieval_grid(path, query_tile[None], np.stack(tiles)[None, ..., None],
+                               scores=np.array([[hit.score for hit in hits]], np.float64))

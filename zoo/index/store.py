@@ -1,0 +1,398 @@
+"""The on-disk format of an index: a directory whose manifest.json is the only commit point.
+
+    my_archive.idx/
+      manifest.json                       format name and version, models, counts, the sha256
+                                          of every file below that belongs to the index
+      items-000001.json                   a segment's items: [{"path": ..., "metadata": {...}}]
+      sketch_gan_merchant.embeddings-000001.npy    float32 [n, D], L2-normalised
+      sketch_gan_merchant.codes-000001.npy         uint8 [n, K / 8], numpy.packbits order
+      sketch_gan_merchant.codes-hnsw-<digest>.faiss (+ .sha256)   optional: the saved HNSW
+                                          graph of approximate search, named by a digest of the
+                                          data it indexes (derived: rebuilt when missing/stale)
+      .pending/                           an ingest in progress (build or add):
+        progress.json                     what is being encoded (models, kind, archive metadata)
+        chunk-000000.npz ...              encoded chunks, each complete or absent
+      .lock                               held (flock) by the process writing the index
+
+A build or an add encodes files in chunks; each chunk is written to a temporary file and
+renamed into .pending/, so a killed run loses at most the chunk it was encoding and the next
+run resumes from the chunks on disk. When all files are encoded the chunks become one new
+segment: its files are written under new names, flushed, and then manifest.json is replaced
+(os.replace, atomic). Until that rename the previous manifest, and every file it names, is
+untouched, so a write killed at any point leaves the previous index loadable. Item ids are
+positions in segment order and never change.
+
+Reading verifies the format name and version and every file's sha256, size and array shape
+before anything is used, and refuses anything else with a ValueError that says what is wrong.
+"""
+
+import contextlib
+import datetime
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+
+FORMAT = "gan-encoder-zoo-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PENDING = ".pending"
+PROGRESS = "progress.json"
+LOCK = ".lock"
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SEGMENT_FILE = re.compile(r"^(?:items|.+\.(?:embeddings|codes))-(\d{6})\.(?:json|npy)$")
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_model_name(name):
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"Expected a model name of letters, digits, '_', '.' or '-'; "
+                         f"got {name!r}.")
+    return name
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def _fsync_directory(directory):
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Open a temporary file beside `path` for binary writing; on success it is flushed to disk
+    and renamed to `path`; on any error it is removed and `path` is left as it was."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                         dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def write_json(path, data):
+    with atomic_file(path) as stream:
+        stream.write(json.dumps(data, indent=1, sort_keys=False).encode("utf-8"))
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def writer_lock(directory):
+    """Hold the index's write lock (one writer at a time); ValueError when another holds it."""
+    handle = open(os.path.join(directory, LOCK), "a+b")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"Another process is writing the index {directory!r}; wait for it "
+                             f"to finish.") from None
+        yield
+    finally:
+        handle.close()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_manifest(directory):
+    """The validated manifest dict of the index at `directory`, or ValueError."""
+    if not os.path.exists(directory):
+        raise ValueError(f"No index at {directory!r}: it does not exist.")
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory!r} is a file, not an index; an index is a directory "
+                         f"written by `zoo index build` (holding {MANIFEST}).")
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(directory, PENDING, PROGRESS)):
+            done = len(pending_chunk_files(directory))
+            raise ValueError(f"{directory!r} holds an interrupted `zoo index build` ({done} "
+                             f"chunks encoded, not yet an index); rerun the same build command "
+                             f"to resume it.")
+        raise ValueError(f"{directory!r} is not a zoo index: it has no {MANIFEST}.")
+    try:
+        with open(path, "rb") as stream:
+            manifest = json.loads(stream.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"The index manifest {path!r} is corrupt (not JSON: {error}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path!r} is not a zoo index manifest (format {found!r}, expected "
+                         f"{FORMAT!r}).")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"The index {directory!r} has format version {version!r}; this zoo "
+                         f"reads version {FORMAT_VERSION}. Rebuild it with this version.")
+    try:
+        models = manifest["models"]
+        segments = manifest["segments"]
+        count = int(manifest["count"])
+        names = [check_model_name(model["name"]) for model in models]
+        for model in models:
+            int(model["embedding_dim"]), int(model["num_bits"])
+        for segment in segments:
+            int(segment["number"]), int(segment["count"])
+            keys = ["items"] + [f"{name}.{kind}" for name in names for kind in ("embeddings",
+                                                                                "codes")]
+            for key in keys:
+                record = segment["files"][key]
+                str(record["name"]), int(record["bytes"]), str(record["sha256"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"The index manifest {path!r} is corrupt (missing or bad field: "
+                         f"{error}).") from None
+    if not names:
+        raise ValueError(f"The index manifest {path!r} is corrupt: it names no model.")
+    if sum(int(segment["count"]) for segment in segments) != count:
+        raise ValueError(f"The index manifest {path!r} is corrupt: its segments hold "
+                         f"{sum(int(s['count']) for s in segments)} items, not {count}.")
+    return manifest
+
+
+def _verified_path(directory, record, verify=True):
+    """Path of a manifest file record after checking its name, size and (with `verify`)
+    sha256."""
+    name = record["name"]
+    if not _NAME.match(name) or name in (MANIFEST, PENDING, LOCK):
+        raise ValueError(f"The index manifest names a bad file {name!r}.")
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise ValueError(f"The index {directory!r} is incomplete: {name} is missing.")
+    if os.path.getsize(path) != record["bytes"]:
+        raise ValueError(f"The index {directory!r} is corrupt: {name} has "
+                         f"{os.path.getsize(path)} bytes, the manifest says {record['bytes']}.")
+    if verify and sha256_of(path) != record["sha256"]:
+        raise ValueError(f"The index {directory!r} is corrupt: {name} does not match its "
+                         f"sha256 in the manifest.")
+    return path
+
+
+def read_segment(directory, manifest, segment, verify=True):
+    """(items list, {model: (embeddings float32 [n, D], codes uint8 [n, B])}) of one segment,
+    checked against the manifest (sizes, shapes and, with `verify`, every file's sha256);
+    arrays are memory-mapped read-only."""
+    count = int(segment["count"])
+    with open(_verified_path(directory, segment["files"]["items"], verify), "rb") as stream:
+        try:
+            items = json.loads(stream.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"The index {directory!r} has a corrupt items file: {error}") from None
+    if not isinstance(items, list) or len(items) != count:
+        raise ValueError(f"The index {directory!r} is corrupt: segment {segment['number']} "
+                         f"should hold {count} items.")
+    arrays = {}
+    for model in manifest["models"]:
+        name, dim = model["name"], int(model["embedding_dim"])
+        code_bytes = -(-int(model["num_bits"]) // 8)
+        loaded = []
+        for kind, dtype, shape in (("embeddings", np.float32, (count, dim)),
+                                   ("codes", np.uint8, (count, code_bytes))):
+            path = _verified_path(directory, segment["files"][f"{name}.{kind}"], verify)
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except ValueError as error:
+                raise ValueError(f"The index {directory!r} has a corrupt array "
+                                 f"{os.path.basename(path)}: {error}") from None
+            if array.dtype != dtype or array.shape != shape:
+                raise ValueError(f"The index {directory!r} is corrupt: "
+                                 f"{os.path.basename(path)} is {array.dtype} {array.shape}, "
+                                 f"expected {np.dtype(dtype)} {shape}.")
+            loaded.append(array)
+        arrays[name] = tuple(loaded)
+    return items, arrays
+
+
+# ----------------------------------------------------------------------------- pending chunks
+
+
+def pending_dir(directory):
+    return os.path.join(directory, PENDING)
+
+
+def pending_chunk_files(directory):
+    """The complete encoded chunks of an interrupted write, in order."""
+    return sorted(glob.glob(os.path.join(pending_dir(directory), "chunk-" + "[0-9]" * 6 + ".npz")))
+
+
+def read_progress(directory):
+    path = os.path.join(pending_dir(directory), PROGRESS)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as stream:
+            return json.loads(stream.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"The progress record {path!r} of an interrupted index write is corrupt "
+                         f"({error}); delete {pending_dir(directory)!r} to start over.") from None
+
+
+def start_pending(directory, progress):
+    os.makedirs(pending_dir(directory), exist_ok=True)
+    write_json(os.path.join(pending_dir(directory), PROGRESS), progress)
+
+
+def write_chunk(directory, number, items, errors, warnings, arrays):
+    """Persist one encoded chunk atomically. `items`: [{"path", "metadata"}]; `errors` and
+    `warnings`: [(path, reason)]; `arrays`: {model: (embeddings, codes)}."""
+    payload = {"items": np.array(json.dumps(items)), "errors": np.array(json.dumps(errors)),
+               "warnings": np.array(json.dumps(warnings))}
+    for name, (embeddings, codes) in arrays.items():
+        payload[f"{name}.embeddings"] = np.asarray(embeddings, np.float32)
+        payload[f"{name}.codes"] = np.asarray(codes, np.uint8)
+    path = os.path.join(pending_dir(directory), f"chunk-{number:06d}.npz")
+    with atomic_file(path) as stream:
+        np.savez(stream, **payload)
+    return path
+
+
+def read_chunk(path, models):
+    """(items, errors, warnings, {model: (embeddings, codes)}) of a chunk file written by
+    write_chunk; only the arrays of `models` are read."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            items = json.loads(str(stored["items"]))
+            errors = [tuple(error) for error in json.loads(str(stored["errors"]))]
+            warnings = [tuple(warning) for warning in json.loads(str(stored["warnings"]))]
+            arrays = {name: (stored[f"{name}.embeddings"], stored[f"{name}.codes"])
+                      for name in models}
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"The encoded chunk {path!r} of an interrupted index write is "
+                         f"unreadable ({error}); delete it to encode its files again.") from None
+    return items, errors, warnings, arrays
+
+
+def clear_pending(directory):
+    folder = pending_dir(directory)
+    for path in glob.glob(os.path.join(folder, "*")) + glob.glob(os.path.join(folder, ".*")):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
+# ----------------------------------------------------------------------------- committing
+
+
+def _next_segment_number(directory, manifest):
+    """A number no committed segment and no leftover of a killed commit uses."""
+    used = [int(segment["number"]) for segment in (manifest or {}).get("segments", [])]
+    for name in os.listdir(directory):
+        match = _SEGMENT_FILE.match(name)
+        if match:
+            used.append(int(match.group(1)))
+    return max(used, default=0) + 1
+
+
+def _file_record(path):
+    return {"name": os.path.basename(path), "bytes": os.path.getsize(path),
+            "sha256": sha256_of(path)}
+
+
+def commit_segment(directory, manifest, models, chunk_files, segment_info=None, archive=None):
+    """Turn the pending chunks into a new segment and atomically publish a manifest naming it.
+
+    `manifest` is the current manifest (None for a new index), `models` the model records
+    [{"name", "embedding_dim", "num_bits", ...}], `segment_info` extra facts recorded with the
+    segment, `archive` the archive metadata (default: the current one). Returns the new
+    manifest. Arrays are streamed chunk by chunk into memory-mapped .npy files.
+    """
+    names = [model["name"] for model in models]
+    number = _next_segment_number(directory, manifest)
+    counts = [len(read_chunk(path, [])[0]) for path in chunk_files]
+    count = sum(counts)
+    targets = {}  # (model, kind) -> (final path, temporary path, memmap)
+    for model in models:
+        shapes = {"embeddings": (np.float32, (count, int(model["embedding_dim"]))),
+                  "codes": (np.uint8, (count, -(-int(model["num_bits"]) // 8)))}
+        for kind, (dtype, shape) in shapes.items():
+            path = os.path.join(directory, f"{model['name']}.{kind}-{number:06d}.npy")
+            temporary = f"{path}.tmp"
+            targets[model["name"], kind] = (path, temporary, np.lib.format.open_memmap(
+                temporary, mode="w+", dtype=dtype, shape=shape))
+    all_items, start = [], 0
+    for path, size in zip(chunk_files, counts):
+        items, _, _, arrays = read_chunk(path, names)
+        for name in names:
+            for kind, block in zip(("embeddings", "codes"), arrays[name]):
+                target = targets[name, kind][2]
+                if block.shape != (size, *target.shape[1:]):
+                    raise ValueError(f"The pending chunk {path!r} holds {name} {kind} of shape "
+                                     f"{block.shape}, expected {(size, *target.shape[1:])}; "
+                                     f"delete it to encode its files again.")
+                target[start : start + size] = block
+        all_items.extend(items)
+        start += size
+
+    files = {}
+    items_path = os.path.join(directory, f"items-{number:06d}.json")
+    with atomic_file(items_path) as stream:
+        stream.write(json.dumps(all_items).encode("utf-8"))
+    files["items"] = _file_record(items_path)
+    for (name, kind), (path, temporary, array) in targets.items():
+        array.flush()
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+        files[f"{name}.{kind}"] = _file_record(path)
+    targets.clear()
+    _fsync_directory(directory)
+
+    previous = manifest or {}
+    new_manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": previous.get("created", now()),
+        "updated": now(),
+        "count": int(previous.get("count", 0)) + count,
+        "metadata": archive if archive is not None else previous.get("metadata", {}),
+        "models": models,
+        "segments": list(previous.get("segments", [])) + [
+            {"number": number, "count": count, "first_id": int(previous.get("count", 0)),
+             "added": now(), **(segment_info or {}), "files": files}],
+    }
+    write_json(os.path.join(directory, MANIFEST), new_manifest)
+    remove_unreferenced(directory, new_manifest)
+    return new_manifest
+
+
+def remove_unreferenced(directory, manifest):
+    """Delete segment files (and temporaries) left by killed commits that no manifest names."""
+    referenced = {record["name"] for segment in manifest["segments"]
+                  for record in segment["files"].values()}
+    for name in os.listdir(directory):
+        leftover = (_SEGMENT_FILE.match(name) and name not in referenced) or (
+            name.endswith(".tmp") and (_SEGMENT_FILE.match(name[:-4]) or name.startswith(".")))
+        if leftover:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
