@@ -89,7 +89,8 @@ def test_the_cli_runs_the_same_pipeline_on_a_folder(archive, encoded, tmp_path, 
     paths, embeddings, bits = read_shards(output)
     first_paths, first_embeddings, first_bits = read_shards(encoded[1])
     assert list(paths) == good
-    np.testing.assert_array_equal(embeddings, first_embeddings)
+    # batches may group differently between runs: float sums can differ in the last ulp
+    np.testing.assert_allclose(embeddings, first_embeddings, atol=1e-6)
     np.testing.assert_array_equal(bits, first_bits)
 
 
@@ -104,7 +105,7 @@ def test_the_handler_isolates_a_bad_file_in_a_batch(archive):
                                                       ["bits", "embedding"]]
     assert "expected a PNG, JPEG, BMP or GIF" in results[1]["error"]
     alone = handler.run_inference(batch[2:], model)[0]
-    np.testing.assert_array_equal(alone["embedding"], results[2]["embedding"])
+    np.testing.assert_allclose(alone["embedding"], results[2]["embedding"], atol=1e-6)
 
 
 def test_read_shards_keeps_each_path_once_and_refuses_mixed_models(encoded, tmp_path):

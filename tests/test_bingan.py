@@ -155,8 +155,10 @@ def test_train_step_logs_every_loss_and_code_statistic_and_resumes(tmp_path, rng
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
-def test_learning_rate_decays_linearly_over_the_last_third():
-    schedule = training.learning_rate_schedule(BinGANRecipe(iterations=300, checkpoint_every=100))
+def test_learning_rate_is_constant_by_default_or_decays_linearly_at_the_end():
+    assert training.learning_rate_schedule(BinGANRecipe()) == pytest.approx(3e-4)  # official
+    schedule = training.learning_rate_schedule(
+        BinGANRecipe(iterations=300, checkpoint_every=100, decay_fraction=1 / 3))
     assert float(schedule(0)) == pytest.approx(3e-4)
     assert float(schedule(200)) == pytest.approx(3e-4)
     assert float(schedule(250)) == pytest.approx(1.5e-4)
