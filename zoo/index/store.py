@@ -30,13 +30,14 @@ import contextlib
 import datetime
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
 import tempfile
 
 import numpy as np
+
+from zoo.weights import sha256_of
 
 FORMAT = "gan-encoder-zoo-index"
 FORMAT_VERSION = 1
@@ -101,12 +102,6 @@ def write_json(path, data):
         stream.write(json.dumps(data, indent=1, sort_keys=False).encode("utf-8"))
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
