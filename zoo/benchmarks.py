@@ -17,7 +17,7 @@ from zoo.machine import machine_description
 from zoo.registry import get_entry
 from zoo.training.gan import make_trainer
 from zoo.training.run import training_wrapper
-from zoo.training.train import batch_dataset, precision_policy
+from zoo.training.train import batch_dataset, precision_policy, real_images_per_step
 
 
 def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, real_images,
@@ -43,7 +43,7 @@ def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, rea
 
 
 def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=False):
-    """Seconds per training step and real images per second: the zoo loop in float32 and in the
+    """Seconds per training step and batch images per second: the zoo loop in float32 and in the
     recipe's precision, and (for the sketch-GAN family) a plain reference loop, measured
     alternately in one process; speed-ups are against the reference, or against the zoo's
     float32 loop for families with their own training wrapper (BinGAN)."""
@@ -51,10 +51,8 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
     recipe = entry.recipe.replace(batch_size=batch_size)
     wrapper = training_wrapper(entry.family)
     image_shape = tuple(build(name)[1].input.shape[1:])
-    per_step = batch_size * getattr(wrapper, "images_per_step_factor", 1) if wrapper else batch_size
-    images = np.random.default_rng(0).random((max(per_step * 2, 512), *image_shape),
+    images = np.random.default_rng(0).random((max(batch_size * 4, 512), *image_shape),
                                              dtype=np.float32)
-    dataset = batch_dataset(images, per_step, 0, 0, 10**9)
 
     def zoo_loop(precision):
         with precision_policy(precision):
@@ -64,6 +62,7 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
                                                                             len(images))))
         trainer = getattr(wrapper, "make_trainer", make_trainer)(*nets, recipe,
                                                                   jit_compile=jit_compile)
+        dataset = batch_dataset(images, real_images_per_step(trainer, recipe), 0, 0, 10**9)
         trainer.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
         return lambda count: trainer.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
 

@@ -142,7 +142,7 @@ def cmd_bench(args):
         speedup = result["speedup"].get(loop)
         ratio = f"  {speedup:.2f}x" if speedup else f"  (baseline: {described})"
         print(f"  {loop:24s} {seconds:7.3f} s/step  {result['images_per_s'][loop]:7.1f} "
-              f"real images/s{ratio}")
+              f"batch images/s{ratio}")
 
 
 def _archive_metadata(pairs):

@@ -45,6 +45,12 @@ def batch_dataset(images, batch_size, seed, first_step, last_step):
     return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
+def real_images_per_step(trainer, recipe):
+    """Real images one train_step takes: batch_size per D update (d_steps of them), or the
+    trainer's own multiple (BinGAN: a D batch and an independent feature-matching batch)."""
+    return recipe.batch_size * getattr(trainer, "images_per_step_factor", recipe.d_steps)
+
+
 def validate_training_images(images, batch_size, image_shape=(64, 64, 1)):
     images = np.asarray(images)
     image_shape = tuple(image_shape)
@@ -83,8 +89,7 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
     trainer = build_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
     extra_callbacks = (wrapper.training_callbacks(recipe)
                        if hasattr(wrapper, "training_callbacks") else [])
-    images_per_step = recipe.batch_size * getattr(trainer, "images_per_step_factor",
-                                                  recipe.d_steps)
+    images_per_step = real_images_per_step(trainer, recipe)
     first_step, extra = 0, {}
     if resume:
         first_step, extra = load_checkpoint(trainer, out_dir)
