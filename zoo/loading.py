@@ -55,8 +55,9 @@ def load(name, weights_path=None, with_hash_head=True):
     _, discriminator = load_gan(name, weights_path)
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
+    encoder = Encoder(name, family.build_feature_extractor(discriminator), entry,
+                      hash_head=hash_head, margin=getattr(family, "PREPROCESS_MARGIN", 3))
     if with_hash_head and hash_head is None and hasattr(family, "sign_hash_head"):
         # A binarisation that does not depend on the weights (BinGAN's signs) is always there.
-        hash_head = family.sign_hash_head(int(discriminator.get_layer("code").output.shape[-1]))
-    return Encoder(name, family.build_feature_extractor(discriminator), entry,
-                   hash_head=hash_head, margin=getattr(family, "PREPROCESS_MARGIN", 3))
+        encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))
+    return encoder

@@ -14,6 +14,9 @@ Baselines in the same run from the same pixels (the 32x32 inputs flattened): LSH
 PCA-ITQ from `zoo.hashing` (the module the float encoders' hash heads come from).
 """
 
+import json
+import os
+
 import numpy as np
 
 from zoo.hashing import fit_itq, fit_lsh, fit_pcah
@@ -165,8 +168,6 @@ def format_hashing_table(results):
 
 def plot_precision_curves(results, path):
     """P@k curves of the models and baselines, one panel per code length, written atomically."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,9 +200,6 @@ def run_hashing_evaluation(names, data_dir=None, num_queries=1000, seed=0, out_d
     """`zoo evaluate hashing`: evaluate registered hashing models on their eval corpus (all on
     the first model's), write JSON + the P@k figure to out_dir/hashing/, optionally record the
     numbers in the weights manifest (MODELS.md). Returns the results dict."""
-    import json
-    import os
-
     from zoo import load
     from zoo.data.corpora import load_corpus
     from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest

@@ -170,10 +170,7 @@ def learning_rate_schedule(recipe):
     constant_steps = recipe.iterations - decay_steps
     if decay_steps == 0:
         return recipe.learning_rate
-    return keras.optimizers.schedules.PolynomialDecay(
-        recipe.learning_rate, decay_steps, end_learning_rate=0.0, power=1.0
-    ) if constant_steps == 0 else _ConstantThenLinear(recipe.learning_rate, constant_steps,
-                                                       decay_steps)
+    return _ConstantThenLinear(recipe.learning_rate, constant_steps, decay_steps)
 
 
 class _ConstantThenLinear(keras.optimizers.schedules.LearningRateSchedule):
