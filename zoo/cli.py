@@ -101,6 +101,22 @@ def cmd_evaluate_hashing(args):
     print(f"precision@k curves: {results['figure']}")
 
 
+def cmd_evaluate_ablation(args):
+    from zoo.evaluation.ablation import format_table, record, run_ablation
+
+    result = run_ablation(args.trained_on, runs_dir=args.runs_dir, train=args.train,
+                          data_dir=args.data_dir)
+    print(format_table(result))
+    for skipped in result["skipped"]:
+        print(f"not measured (no run yet): {skipped['label']}; train it with "
+              f"`{skipped['command']}` or pass --train")
+    if args.record:
+        if result["skipped"]:
+            raise ValueError("Not recording an incomplete ablation; pass --train.")
+        record(result)
+        print("recorded in zoo/weights/manifest.json (run `zoo models-md`)")
+
+
 def cmd_report(args):
     from zoo import model_cards
     from zoo.evaluation.report import write_report
@@ -380,6 +396,16 @@ def build_parser():
     kind.add_argument("--record", action="store_true",
                       help="store the numbers in the weights manifest (for MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_hashing)
+
+    kind = kinds.add_parser("ablation", help="the sketch-GAN+ ablation: one-shot error, Omniglot "
+                                             "and merchant P@8, one row per change")
+    kind.add_argument("--trained-on", required=True, choices=["merchant", "omniglot"])
+    kind.add_argument("--runs-dir", help="short ablation runs (default runs/ablation/TRAINED_ON)")
+    kind.add_argument("--train", action="store_true", help="train the runs not there yet")
+    kind.add_argument("--data-dir", help="folder holding the Omniglot zips")
+    kind.add_argument("--record", action="store_true",
+                      help="store the table in the weights manifest (for MODELS.md)")
+    kind.set_defaults(run=cmd_evaluate_ablation)
 
     sub = commands.add_parser("report", help="regenerate MODELS.md's results and the report "
                                              "linking every figure (REPORT.md)")

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 
-from zoo.training.recipe import PAPER, BinGANRecipe, Recipe
+from zoo.training.recipe import PAPER, BinGANRecipe, Recipe, SketchGANPlusRecipe
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
@@ -134,6 +134,27 @@ register(ModelEntry(
     licence="MIT (weights trained by this project on Omniglot, MIT licence)",
 ))
 
+# sketch-GAN+ (issue 8): the improvements measured in MODELS.md's ablation, no labels anywhere.
+SKETCH_PLUS_ARCHITECTURE = {"widths": [16, 32, 64, 128], "latent_dim": 32, "projection_dim": 64,
+                            "embedding_dim": 256}
+SKETCH_PLUS_RECIPE = SketchGANPlusRecipe()
+register(ModelEntry(
+    name="sketch_gan_plus_merchant",
+    description="sketch-GAN+ encoder (wider D, augmentation, contrastive task in D, pooled "
+                "multi-layer read-out, PCA whitening; 256-d) trained on procedural merchant marks",
+    family="sketch_gan_plus", architecture=SKETCH_PLUS_ARCHITECTURE,
+    corpus="merchant_train", eval_corpus="merchant_eval", recipe=SKETCH_PLUS_RECIPE,
+    paper=SKETCH_PAPER + "; improvements: this project (MODELS.md)",
+))
+register(ModelEntry(
+    name="sketch_gan_plus_omniglot",
+    description="sketch-GAN+ encoder (see sketch_gan_plus_merchant) trained on Omniglot "
+                "background_small1 + small2 (no labels)",
+    family="sketch_gan_plus", architecture=SKETCH_PLUS_ARCHITECTURE,
+    corpus="omniglot_background", eval_corpus="omniglot_background", recipe=SKETCH_PLUS_RECIPE,
+    paper=SKETCH_PAPER + "; improvements: this project (MODELS.md)",
+    licence="MIT (weights trained by this project on Omniglot, MIT licence)",
+))
 
 # BinGAN. The paper-sized retrieval configuration (CIFAR-10, 3 channels, widths 96/192, the
 # Salimans generator, batch 25, 400 epochs) is registered for GPU runs; it ships no weights.

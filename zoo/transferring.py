@@ -3,9 +3,9 @@
 `transfer(base, source, steps)` starts from a registered model's shipped generator and
 discriminator, continues the GAN training of Creswell & Bharath (Alg. 1) for `steps` generator
 updates on the new archive's images (no labels), then, as `zoo train` does, copies the networks
-into float32 and re-estimates the discriminator's BatchNorm statistics on the archive, fits a
-new hash head (PCA + ITQ) on the archive's embeddings and exports the encoder as a new
-SavedModel version. Labels, where the archive has them, only score retrieval before and after.
+into float32 and re-estimates the discriminator's BatchNorm statistics (sketch-GAN+: refits its
+whitening) on the archive, fits a new hash head (PCA + ITQ) on the archive's embeddings and
+exports the encoder as a new SavedModel version. Labels, where the archive has them, only score retrieval before and after.
 
 The source is a folder of images (corrupt files are skipped and reported; images in
 subfolders take the subfolder as their label for scoring) or a named corpus of
@@ -37,7 +37,7 @@ TRANSFER_LEARNING_RATE = 2e-4
 # Families trained by zoo.training.gan's GANTrainer. BinGAN needs its own trainer without its
 # data-dependent initialisation (which would overwrite the pretrained weights), its own
 # preprocessing and calibration: not supported yet.
-SUPPORTED_FAMILIES = ("sketch_gan",)
+SUPPORTED_FAMILIES = ("sketch_gan", "sketch_gan_plus")
 REPORT_NAME = "transfer.json"
 TOP_K = 8
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -231,7 +231,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     from zoo.loading import load_gan
     from zoo.machine import machine_description
     from zoo.models import get_family
-    from zoo.training.run import HASH_BITS, float32_networks
+    from zoo.training.run import HASH_BITS, float32_networks, training_wrapper
     from zoo.training.train import precision_policy, train_gan
     from zoo.weights import save_gan_weights
 
@@ -274,7 +274,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     with precision_policy(recipe.precision):
         trained = load_gan(base)
     _, train_seconds = train_gan(*trained, archive.images, recipe, run_dir, resume=resume,
-                                 progress=progress)
+                                 progress=progress, wrapper=training_wrapper(entry.family))
 
     # 2. float32 networks with BatchNorm statistics of the archive; a hash head fitted on it.
     generator, discriminator = float32_networks(family, entry.architecture, trained,
@@ -336,7 +336,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
 
 ROWS = {  # report row -> how MODELS.md and the CLI name it
     "before": "{base} (shipped)",
-    "bn_refit": "{base}, BatchNorm refitted on the archive (0 steps)",
+    "bn_refit": "{base}, BatchNorm or whitening refitted on the archive (0 steps)",
     "after": "{name} (fine-tuned, {steps} steps)",
     "before_hash": "{base} (shipped, {bits}-bit ITQ, Hamming)",
     "after_hash": "{name} ({bits}-bit ITQ refitted, Hamming)",

@@ -24,6 +24,7 @@ Any object with `.encode(images) -> [N, D]` unit vectors can be measured
 """
 
 import dataclasses
+import json
 
 import numpy as np
 
@@ -237,7 +238,7 @@ def run_invariance(names, seed=0, protocol=None, data_dir=None, baselines=True):
             architectures = {}
             for name in corpus_names:
                 entry = get_entry(name)
-                key = (entry.family, tuple(sorted(entry.architecture.items())))
+                key = (entry.family, json.dumps(entry.architecture, sort_keys=True))
                 if key not in architectures:
                     architectures[key] = name
                     label = untrained_label(name)

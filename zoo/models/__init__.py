@@ -1,8 +1,8 @@
 """Architecture families. Each module builds models from keyword arguments and touches no files."""
 
-from zoo.models import bingan, sketch_gan
+from zoo.models import bingan, sketch_gan, sketch_gan_plus
 
-FAMILIES = {"sketch_gan": sketch_gan, "bingan": bingan}
+FAMILIES = {"sketch_gan": sketch_gan, "sketch_gan_plus": sketch_gan_plus, "bingan": bingan}
 
 
 def get_family(name):

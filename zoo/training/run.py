@@ -26,6 +26,10 @@ def training_wrapper(family_name):
         from zoo.training import bingan
 
         return bingan
+    if family_name == "sketch_gan_plus":
+        from zoo.training import sketch_gan_plus
+
+        return sketch_gan_plus
     return None
 
 

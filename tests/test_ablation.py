@@ -1,0 +1,99 @@
+"""The sketch-GAN+ ablation: the pooled read-out on faithful weights, measuring rows, recording."""
+
+import numpy as np
+import pytest
+
+from zoo.evaluation import ablation
+from zoo.evaluation.oneshot import load_runs
+from zoo.evaluation.retrieval import l2_normalise
+from zoo.loading import load_gan
+
+
+def test_pooled_readout_of_a_faithful_discriminator(small_corpus):
+    _, discriminator = load_gan("sketch_gan_merchant")
+    model = ablation.pooled_readout(discriminator)
+    features = model(small_corpus.images[:5]).numpy()
+    assert features.shape == (5, 3 * 16 * 16)  # three 16-channel blocks on a 4x4 grid
+    # Each block's part is a unit vector, so the whole has norm sqrt(3).
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), np.sqrt(3), rtol=1e-5)
+    # The last block's part is the 8x8 map averaged over 2x2 cells.
+    last = discriminator.get_layer("d3_relu")
+    import keras
+    block = keras.Model(discriminator.input, last.output)(small_corpus.images[:5]).numpy()
+    pooled = block.reshape(5, 4, 2, 4, 2, 16).mean(axis=(2, 4)).reshape(5, -1)
+    np.testing.assert_allclose(features[:, -256:], l2_normalise(pooled), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """Rows 1-4 (shipped faithful weights, no training) on 2 one-shot runs and small corpora."""
+    from zoo.data.corpora import LabelledImages
+    from zoo.data.merchant_marks import make_corpus
+
+    runs = load_runs(runs=2)
+    marks = make_corpus(num_identities=10, instances_per_identity=3, seed=7)
+    merchant = LabelledImages(marks.images, marks.identities)
+    omniglot = LabelledImages(np.concatenate([r.training_images for r in runs]),
+                              np.concatenate([np.arange(20)] * 2))
+    training = make_corpus(num_identities=60, instances_per_identity=5, seed=0).images
+    results = {}
+    for row in ablation.ROWS[:4]:
+        encoder = ablation.row_encoder(row, "sketch_gan_merchant", None, training)
+        results[row.readout] = (encoder, ablation.measure(encoder, runs, omniglot, merchant))
+    return runs, results
+
+
+def test_rows_are_unit_vectors_and_measure_every_column(measured):
+    runs, results = measured
+    for readout, (encoder, metrics) in results.items():
+        embeddings = encoder.encode(runs[0].test_images)
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+        assert set(metrics) == set(ablation.COLUMNS)
+        assert 0 <= metrics["one-shot error"] <= 1 and 0 < metrics["merchant P@8"] <= 1
+
+
+def test_the_flatten_row_is_the_shipped_encoder(measured):
+    import zoo
+
+    runs, results = measured
+    shipped = zoo.load("sketch_gan_merchant").encode(runs[0].test_images)
+    np.testing.assert_allclose(results["flatten"][0].encode(runs[0].test_images), shipped,
+                               atol=1e-5)
+    # Batch statistics depend on the batch: a different encoding of the same images.
+    assert not np.allclose(results["batch_statistics"][0].encode(runs[0].test_images), shipped,
+                           atol=1e-3)
+
+
+def test_whitened_row_is_fitted_on_the_training_corpus(measured):
+    _, results = measured
+    encoder = results["pooled_whitened"][0]
+    assert encoder.encode(np.zeros((1, 64, 64, 1), np.float32)).shape == (1, 256)
+
+
+def test_missing_runs_are_skipped_with_their_command(tmp_path):
+    rows = [row for row in ablation.ROWS if row.run == "plain"]
+    result = ablation.run_ablation("merchant", runs_dir=str(tmp_path), rows=rows,
+                                   progress=lambda _: None)
+    assert result["rows"] == []
+    [skipped] = result["skipped"]
+    assert skipped["command"] == (f"zoo train sketch_gan_plus_merchant --out {tmp_path}/plain "
+                                  f"--set iterations={ablation.ABLATION_STEPS} "
+                                  f"--set checkpoint_every=200 --set augment=0 "
+                                  f"--set lambda_con=0.0")
+    with pytest.raises(ValueError, match="trained-on"):
+        ablation.run_ablation("fashion", runs_dir=str(tmp_path))
+
+
+def test_recorded_ablation_appears_in_models_md(tmp_path, monkeypatch):
+    import zoo.registry
+    from zoo import model_cards
+
+    monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
+    zoo.registry.write_manifest({"models": {}, "baselines": {}})
+    metrics = {"one-shot error": 0.25, "Omniglot P@8": 0.5, "merchant P@8": 0.75}
+    ablation.record({"trained_on": "omniglot", "steps": 400,
+                     "rows": [{"label": "row one", "command": "c", "metrics": metrics}]})
+    text = model_cards.render()
+    assert "## sketch-GAN+ ablation" in text
+    assert "`zoo evaluate ablation --trained-on omniglot --train --record`" in text
+    assert "| row one | 25.0% | 0.500 | 0.750 |" in text

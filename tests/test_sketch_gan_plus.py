@@ -1,0 +1,168 @@
+"""sketch-GAN+ (issue 8): read-out and whitening, augmentation, the contrastive loss, training."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.data.merchant_marks import make_corpus
+from zoo.encoder import Encoder
+from zoo.evaluation.transforms import rotate
+from zoo.models import sketch_gan_plus
+from zoo.training import sketch_gan_plus as training
+from zoo.training.recipe import SketchGANPlusRecipe
+from zoo.training.run import float32_networks
+from zoo.training.train import train_gan
+
+TINY = dict(widths=(4, 4, 8, 8), latent_dim=4, projection_dim=8, embedding_dim=16)
+
+
+def test_discriminator_outputs_and_pooled_multi_layer_readout():
+    _, discriminator = sketch_gan_plus.build_gan(**TINY)
+    logit, projection, features = discriminator(np.zeros((2, 64, 64, 1), np.float32))
+    assert logit.shape == (2, 1) and projection.shape == (2, 8) and features.shape == (2, 16)
+    readout = discriminator.get_layer("readout").output
+    assert readout.shape[-1] == (4 + 8 + 8) * 16  # three blocks, each pooled to a 4x4 grid
+    encoder = Encoder("tiny", sketch_gan_plus.build_feature_extractor(discriminator))
+    assert encoder.embedding_dim == 16
+
+
+def test_registered_size_and_parameter_counts():
+    from zoo.registry import SKETCH_PLUS_ARCHITECTURE
+
+    generator, discriminator = sketch_gan_plus.build_gan(**SKETCH_PLUS_ARCHITECTURE)
+    encoder = sketch_gan_plus.build_feature_extractor(discriminator)
+
+    def trainable(model):
+        return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+    assert (trainable(generator), trainable(discriminator), trainable(encoder)) == (
+        26_065, 1_212_737, 270_336)  # as in MODELS.md
+    assert encoder.output_shape == (None, 256)
+    assert discriminator.get_layer("readout").output.shape[-1] == (32 + 64 + 128) * 16
+
+
+def test_bad_widths_are_refused():
+    with pytest.raises(ValueError, match="four positive widths"):
+        sketch_gan_plus.build_discriminator(widths=(8, 16, 32))
+
+
+def test_whitening_transform_decorrelates_and_unit_scales(rng):
+    mixing = rng.normal(size=(6, 6))
+    features = rng.normal(size=(2000, 6)) @ mixing + 5.0
+    mean, projection = sketch_gan_plus.whitening_transform(features, 4, epsilon=0.0)
+    whitened = (features - mean) @ projection
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(4), atol=1e-6)
+    # The components are the leading ones: their variance before scaling is the largest.
+    variances = np.var((features - mean) @ np.linalg.eigh(np.cov(features, rowvar=False))[1],
+                       axis=0)
+    kept = np.var((features - mean) @ (projection / np.linalg.norm(projection, axis=0)), axis=0)
+    np.testing.assert_allclose(np.sort(kept)[::-1], np.sort(variances)[::-1][:4], rtol=1e-6)
+
+
+def test_calibrate_fits_the_whitening_layer_inside_the_encoder(small_corpus):
+    tf.keras.utils.set_random_seed(0)
+    _, discriminator = sketch_gan_plus.build_gan(**TINY)
+    images = small_corpus.images
+    sketch_gan_plus.calibrate(discriminator, images)
+    features = sketch_gan_plus.build_feature_extractor(discriminator)(images).numpy()
+    assert features.shape == (len(images), 16)
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-3)
+    # Leading components of a 48-image corpus: unit variance up to the epsilon floor.
+    variances = features.var(axis=0, ddof=1)
+    assert np.all(variances <= 1.0 + 1e-3) and variances[0] > 0.99
+
+
+def test_augment_identity_when_every_range_is_zero(small_corpus):
+    images = tf.constant(small_corpus.images[:4])
+    out = training.augment(images, tf.constant([1, 2], tf.int64), 0.0, 0.0, 0.0, 0.0)
+    np.testing.assert_allclose(out.numpy(), images.numpy(), atol=1e-5)
+
+
+def test_augment_rotation_matches_the_evaluation_transform(small_corpus):
+    # With only rotation on and a range of 10 degrees, each image is rotated by some angle in
+    # [-10, 10]; the best-matching evaluation rotation must reproduce it closely.
+    images = small_corpus.images[:3]
+    out = training.augment(tf.constant(images), tf.constant([3, 4], tf.int64), 10.0, 0.0, 0.0,
+                           0.0).numpy()
+    angles = np.arange(-10.0, 10.5, 0.5)
+    for image, augmented in zip(images, out):
+        errors = [np.abs(rotate(image[None], a)[0] - augmented).mean() for a in angles]
+        assert min(errors) < 0.2 * np.abs(image - augmented).mean() + 1e-3
+
+
+def test_augment_is_seeded_bounded_and_differentiable(small_corpus):
+    images = tf.constant(small_corpus.images[:8])
+    seed = tf.constant([5, 6], tf.int64)
+    first, again = training.augment(images, seed), training.augment(images, seed)
+    other = training.augment(images, tf.constant([5, 7], tf.int64))
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    assert not np.allclose(first.numpy(), other.numpy())
+    assert first.numpy().min() >= 0 and first.numpy().max() <= 1
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        total = tf.reduce_sum(training.augment(images, seed) ** 2)
+    gradient = tape.gradient(total, images)
+    assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0
+
+
+def test_nt_xent_on_hand_computed_cases():
+    # Orthogonal items, identical views: the positive has logit 1/t, every negative 0.
+    views = np.eye(3, dtype=np.float32)
+    t = 0.5
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 4))
+    assert float(training.nt_xent(views, views, t)) == pytest.approx(expected, rel=1e-5)
+    # Every view the same: the positive is one of 2N - 1 equal candidates.
+    same = np.ones((4, 5), np.float32)
+    assert float(training.nt_xent(same, same, 0.1)) == pytest.approx(math.log(7), rel=1e-5)
+
+
+def test_training_logs_the_contrastive_loss_resumes_and_calibrates(tmp_path):
+    images = make_corpus(num_identities=8, instances_per_identity=2, seed=3).images
+    recipe = SketchGANPlusRecipe(iterations=4, batch_size=8, checkpoint_every=2, sample_every=2,
+                                 latent_dim=4, precision="float32")
+
+    def run(out, iterations):
+        tf.keras.utils.set_random_seed(0)
+        nets = sketch_gan_plus.build_gan(**TINY)
+        trainer, _ = train_gan(*nets, images, recipe.replace(iterations=iterations),
+                               str(tmp_path / out), progress=False, wrapper=training)
+        return nets
+
+    generator, discriminator = run("straight", 4)
+    log = open(tmp_path / "straight" / "log.csv").read().splitlines()
+    assert "con_loss" in log[0].split(",")
+    assert all(math.isfinite(float(v)) for v in log[-1].split(","))
+    run("resumed", 2)
+    _, resumed = run("resumed", 4)
+    for a, b in zip(discriminator.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    # The published encoder is whitened on the training corpus.
+    _, calibrated = float32_networks(sketch_gan_plus, TINY, (generator, discriminator), images)
+    features = sketch_gan_plus.build_feature_extractor(calibrated)(images).numpy()
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-3)
+
+
+def test_plain_gan_ablation_skips_the_contrastive_loss(tmp_path):
+    images = make_corpus(num_identities=8, instances_per_identity=2, seed=3).images
+    recipe = SketchGANPlusRecipe(iterations=2, batch_size=8, checkpoint_every=2, sample_every=2,
+                                 latent_dim=4, precision="float32", lambda_con=0.0,
+                                 augment=False)
+    nets = sketch_gan_plus.build_gan(**TINY)
+    train_gan(*nets, images, recipe, str(tmp_path), progress=False, wrapper=training)
+    log = open(tmp_path / "log.csv").read().splitlines()
+    row = dict(zip(log[0].split(","), log[-1].split(",")))
+    assert float(row["con_loss"]) == 0.0 and math.isfinite(float(row["d_loss"]))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"temperature": 0.0}, "temperature"),
+    ({"lambda_con": -1.0}, "lambda_con"),
+    ({"stroke_probability": 0.7}, "stroke_probability"),
+    ({"d_steps": 2}, "d_steps"),
+    ({"bogus": 1}, "Unknown recipe keys"),
+])
+def test_recipe_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SketchGANPlusRecipe().replace(**changes)

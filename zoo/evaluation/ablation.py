@@ -1,0 +1,202 @@
+"""The sketch-GAN+ ablation (issue 8): one row per change, measured on the same yardsticks.
+
+Every row is an encoder trained on one corpus (merchant marks or Omniglot background, no
+labels) and measured three ways in the same run:
+
+- Omniglot 20-way one-shot error (zoo.evaluation.oneshot, the 20 official runs);
+- Omniglot P@8 (every image of `omniglot_background` against the others);
+- merchant-mark P@8 (`merchant_eval`, identities never trained on).
+
+So each row shows the in-domain number and the transfer to the other archive side by side.
+
+Rows, in order, each adding one change to the row before it:
+
+1. the faithful sketch-GAN, as shipped (flattened last block, 1024-d);
+2. its BatchNorm in batch-statistics mode instead of the re-estimated population statistics;
+3. the faithful weights with the pooled multi-layer read-out (no retraining);
+4. the same read-out with PCA whitening fitted on the training corpus (256-d);
+5. the sketch-GAN+ network trained as a plain GAN (no augmentation, no contrastive task);
+6. + augmentation of real and generated batches;
+7. + the contrastive task in D (the full recipe) at the same short length;
+8. the same, whitened (the encoder the recipe exports);
+9. the shipped sketch-GAN+ entry (full recipe, full length).
+
+Rows 5-8 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed;
+`zoo evaluate ablation --train` trains any that runs/ablation/ does not hold yet (seed 0).
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from zoo.evaluation.retrieval import l2_normalise, retrieval_metrics
+
+ABLATION_STEPS = 400
+TRAINED_ON = {"merchant": "merchant_train", "omniglot": "omniglot_background"}
+COLUMNS = ("one-shot error", "Omniglot P@8", "merchant P@8")
+COMMAND = "zoo evaluate ablation --trained-on {trained_on} --train --record"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str
+    family: str  # "sketch_gan" (the faithful entry) or "sketch_gan_plus"
+    readout: str  # "flatten", "batch_statistics", "pooled", "pooled_whitened", "encoder"
+    run: str = ""  # sub-folder of runs_dir for a short training run ("" = shipped weights)
+    changes: tuple = ()  # recipe fields changed for the run, as (key, value) pairs
+
+
+ROWS = (
+    Row("sketch-GAN as in the paper (shipped)", "sketch_gan", "flatten"),
+    Row("BatchNorm with batch statistics instead of re-estimated ones", "sketch_gan",
+        "batch_statistics"),
+    Row("pooled multi-layer read-out, same weights", "sketch_gan", "pooled"),
+    Row("+ PCA whitening (256-d) fitted on the training corpus", "sketch_gan",
+        "pooled_whitened"),
+    Row(f"sketch-GAN+ network, plain GAN, {ABLATION_STEPS} steps", "sketch_gan_plus", "pooled",
+        "plain", (("augment", 0), ("lambda_con", 0.0))),
+    Row("+ augmentation of real and generated batches", "sketch_gan_plus", "pooled",
+        "augment", (("lambda_con", 0.0),)),
+    Row("+ contrastive task in D", "sketch_gan_plus", "pooled", "contrastive"),
+    Row("+ PCA whitening (the exported encoder)", "sketch_gan_plus", "encoder", "contrastive"),
+    Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plus", "encoder"),
+)
+
+
+class _FunctionEncoder:
+    def __init__(self, function):
+        self.encode = function
+
+
+def _batched(model, images, training=False, batch_size=512):
+    return np.concatenate([keras.ops.convert_to_numpy(model(images[s:s + batch_size],
+                                                            training=training))
+                           for s in range(0, len(images), batch_size)])
+
+
+def pooled_readout(discriminator, grid=4):
+    """images -> every stride-2 block's activations average-pooled to grid x grid, each block
+    L2-normalised, concatenated: sketch-GAN+'s read-out applied to a faithful discriminator."""
+    blocks = [layer.output for layer in discriminator.layers
+              if layer.name.endswith("_relu") and layer.name != "d0_relu"]
+    pooled = []
+    for block in blocks:
+        size = block.shape[1] // grid
+        x = keras.layers.AveragePooling2D(size)(block)
+        pooled.append(keras.ops.normalize(keras.layers.Flatten()(x), axis=-1))
+    return keras.Model(discriminator.input, keras.layers.Concatenate()(pooled))
+
+
+def row_encoder(row, name, weights_path, training_images):
+    """An object with .encode(images) -> unit vectors for one ablation row."""
+    from zoo import load
+    from zoo.loading import load_gan
+    from zoo.models.sketch_gan_plus import whitening_transform
+
+    if row.readout == "encoder":
+        return load(name, weights_path=weights_path, with_hash_head=False)
+    _, discriminator = load_gan(name, weights_path)
+    if row.readout in ("flatten", "batch_statistics"):
+        features = keras.Model(discriminator.input,
+                               discriminator.get_layer("features").output)
+        # Batch statistics: each call normalises with the statistics of the images it is given
+        # (the one-shot run's 20 images, or the whole retrieval corpus in batches of 512).
+        training = row.readout == "batch_statistics"
+        return _FunctionEncoder(lambda x: l2_normalise(_batched(features, x, training)))
+    readout = (discriminator.get_layer("readout") if row.family == "sketch_gan_plus" else None)
+    model = (keras.Model(discriminator.input, readout.output) if readout is not None
+             else pooled_readout(discriminator))
+    if row.readout == "pooled":
+        return _FunctionEncoder(lambda x: l2_normalise(_batched(model, x)))
+    mean, projection = whitening_transform(_batched(model, training_images), 256)
+    return _FunctionEncoder(lambda x: l2_normalise((_batched(model, x) - mean) @ projection))
+
+
+def measure(encoder, runs, omniglot, merchant):
+    """{column: value} for one encoder (see COLUMNS)."""
+    errors = [np.mean(np.argmax(encoder.encode(r.test_images) @ encoder.encode(
+        r.training_images).T, axis=1) != r.answers) for r in runs]
+    return {
+        "one-shot error": float(np.mean(errors)),
+        "Omniglot P@8": retrieval_metrics(encoder.encode(omniglot.images),
+                                          omniglot.labels)["P@8"],
+        "merchant P@8": retrieval_metrics(encoder.encode(merchant.images),
+                                          merchant.labels)["P@8"],
+    }
+
+
+def train_command(name, row, runs_dir):
+    sets = [f"--set iterations={ABLATION_STEPS}", "--set checkpoint_every=200",
+            *(f"--set {key}={value}" for key, value in row.changes)]
+    return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
+
+
+def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROWS,
+                 progress=print):
+    """Measure every row for encoders trained on `trained_on` ("merchant" or "omniglot").
+
+    Short runs live in runs_dir (default runs/ablation/<trained_on>); with `train`, missing
+    ones are trained first. Returns {"trained_on", "rows": [{label, command, metrics}],
+    "skipped": [{label, command}]}.
+    """
+    from zoo.data.corpora import load_corpus
+    from zoo.evaluation.oneshot import load_runs
+    from zoo.registry import get_corpus
+    from zoo.training.run import train_model
+
+    if trained_on not in TRAINED_ON:
+        raise ValueError(f"Expected --trained-on one of {sorted(TRAINED_ON)}, got {trained_on!r}.")
+    runs_dir = runs_dir or os.path.join("runs", "ablation", trained_on)
+    result = {"trained_on": trained_on, "steps": ABLATION_STEPS, "rows": [], "skipped": []}
+    measurable = []
+    for row in rows:
+        name = f"{row.family}_{trained_on}"
+        weights_path, command = None, f"zoo train {name} (shipped weights)"
+        if row.run:
+            command = train_command(name, row, runs_dir)
+            weights_path = os.path.join(runs_dir, row.run, f"{name}.weights.h5")
+            if not os.path.exists(weights_path) and train:
+                progress(f"training {row.run}: {command}")
+                train_model(name, os.path.join(runs_dir, row.run), data_dir,
+                            {"iterations": ABLATION_STEPS, "checkpoint_every": 200,
+                             **dict(row.changes)})
+            if not os.path.exists(weights_path):
+                result["skipped"].append({"label": row.label, "command": command})
+                continue
+        measurable.append((row, name, weights_path, command))
+    if not measurable:
+        return result
+    runs = load_runs(data_dir)
+    omniglot = load_corpus(get_corpus("omniglot_background"), data_dir)
+    merchant = load_corpus(get_corpus("merchant_eval"))
+    training_images = (omniglot.images if trained_on == "omniglot"
+                       else load_corpus(get_corpus(TRAINED_ON[trained_on])).images)
+    for row, name, weights_path, command in measurable:
+        encoder = row_encoder(row, name, weights_path, training_images)
+        metrics = measure(encoder, runs, omniglot, merchant)
+        progress(f"{row.label}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        result["rows"].append({"label": row.label, "command": command, "metrics": metrics})
+    return result
+
+
+def format_table(result):
+    lines = ["| change (trained on " + TRAINED_ON[result["trained_on"]] + ") | "
+             + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for row in result["rows"]:
+        metrics = row["metrics"]
+        lines.append(f"| {row['label']} | {100 * metrics['one-shot error']:.1f}% | "
+                     f"{metrics['Omniglot P@8']:.3f} | {metrics['merchant P@8']:.3f} |")
+    return "\n".join(lines)
+
+
+def record(result):
+    """Store the table in the weights manifest under ablation/<trained_on> (for MODELS.md)."""
+    from zoo.registry import read_manifest, write_manifest
+
+    manifest = read_manifest()
+    manifest.setdefault("ablation", {})[result["trained_on"]] = {
+        "command": COMMAND.format(trained_on=result["trained_on"]),
+        "steps": result["steps"], "rows": result["rows"]}
+    write_manifest(manifest)
