@@ -243,3 +243,23 @@ def test_recorded_transfer_appears_in_models_md(transferred, tmp_path, monkeypat
     assert "## Transfer to a new archive" in text and f"Command: `{command}`" in text
     after = transferred.result.report["retrieval"]["after"]["P@8"]
     assert f"| {BASE}_new_archive (fine-tuned, 2 steps) | {after:.3f} |" in text
+
+
+def test_sketch_gan_plus_transfers_with_its_own_trainer_and_refits_its_whitening(
+        transferred, tmp_path):
+    plus = "sketch_gan_plus_merchant"
+    result = transfer(plus, str(transferred.archive), steps=2, out=str(tmp_path / "models"),
+                      run_dir=str(tmp_path / "run"), recipe_changes=TINY, progress=False)
+    log = open(tmp_path / "run" / "log.csv").read().splitlines()
+    assert "con_loss" in log[0].split(",")  # trained by the contrastive wrapper
+    # The whitening is refitted on the archive: its embeddings are centred there ...
+    features = result.encoder.feature_extractor(transferred.images).numpy()
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-3)
+    # ... which the shipped whitening, fitted on the merchant training corpus, does not do.
+    shipped = zoo.load(plus).feature_extractor(transferred.images).numpy()
+    assert np.abs(shipped.mean(axis=0)).max() > 1e-2
+    loaded = tf.saved_model.load(result.export_path)
+    embedding = loaded.signatures["serving_default"](
+        images=tf.constant(transferred.images[:6]))["embedding"]
+    np.testing.assert_allclose(embedding.numpy(), result.encoder.encode(transferred.images[:6]),
+                               atol=1e-5)
