@@ -69,9 +69,11 @@ def test_calibrate_fits_the_whitening_layer_inside_the_encoder(small_corpus):
     features = sketch_gan_plus.build_feature_extractor(discriminator)(images).numpy()
     assert features.shape == (len(images), 16)
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-3)
-    # Leading components of a 48-image corpus: unit variance up to the epsilon floor.
+    # The leading component has variance lambda / (lambda + eps * lambda): 1 / (1 + eps).
     variances = features.var(axis=0, ddof=1)
-    assert np.all(variances <= 1.0 + 1e-3) and variances[0] > 0.99
+    epsilon = sketch_gan_plus.WHITENING_EPSILON
+    assert variances[0] == pytest.approx(1 / (1 + epsilon), rel=1e-3)
+    assert np.all(variances <= 1 / (1 + epsilon) + 1e-3)
 
 
 def test_augment_identity_when_every_range_is_zero(small_corpus):

@@ -105,10 +105,15 @@ def build_feature_extractor(discriminator):
                        name="sketch_plus_features")
 
 
-def calibrate(discriminator, images, batch_size=512, epsilon=1e-3):
+WHITENING_EPSILON = 0.03
+
+
+def calibrate(discriminator, images, batch_size=512, epsilon=WHITENING_EPSILON):
     """Fit the whitening layer on `images` (the training corpus): PCA whitening of the read-out,
     keeping the layer's output_dim leading components, each scaled by 1/sqrt(eigenvalue + eps
-    * largest eigenvalue) so that tiny components are not blown up."""
+    * largest eigenvalue). The floor keeps small components from being blown up: of
+    eps in {0.001, 0.01, 0.03, 0.1}, 0.03 gave the best balance of one-shot error, retrieval and
+    invariance (MODELS.md, sketch-GAN+ ablation); 0.001 made the encoder less invariant."""
     whitening = discriminator.get_layer(FEATURES_LAYER)
     probe = keras.Model(discriminator.input, discriminator.get_layer("readout").output)
     readout = np.concatenate([
@@ -119,7 +124,7 @@ def calibrate(discriminator, images, batch_size=512, epsilon=1e-3):
     whitening.projection.assign(projection.astype(np.float32))
 
 
-def whitening_transform(features, output_dim, epsilon=1e-3):
+def whitening_transform(features, output_dim, epsilon=WHITENING_EPSILON):
     """(mean [D], projection [D, output_dim]) of PCA whitening fitted on features [N, D]."""
     features = np.asarray(features, np.float64)
     if len(features) < 2:
