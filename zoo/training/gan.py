@@ -95,6 +95,13 @@ class GANTrainer(keras.Model):
 def make_trainer(generator, discriminator, recipe, jit_compile=True):
     """A compiled GANTrainer with the recipe's Adam optimizers (built, ready to checkpoint)."""
     trainer = GANTrainer(generator, discriminator, recipe.latent_dim, recipe.d_steps, recipe.seed)
+    return compile_with_adam(trainer, recipe, jit_compile)
+
+
+def compile_with_adam(trainer, recipe, jit_compile):
+    """Give `trainer` (holding .generator and .discriminator) the recipe's two Adam optimizers,
+    built so that a checkpoint can be restored before the first step, and compile it."""
+    generator, discriminator = trainer.generator, trainer.discriminator
     # Explicit names keep checkpoint variable paths the same in every process.
     d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
                                         name="d_adam")

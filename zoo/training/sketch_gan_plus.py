@@ -19,7 +19,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo.training.gan import GANTrainer, _bce_with_logits
+from zoo.training.gan import GANTrainer, _bce_with_logits, compile_with_adam
 
 
 def augment(images, seed, rotation_degrees=10.0, scale_range=0.15, shift_pixels=4.0,
@@ -127,12 +127,5 @@ class ContrastiveGANTrainer(GANTrainer):
 
 def make_trainer(generator, discriminator, recipe, jit_compile=False):
     """A compiled ContrastiveGANTrainer with the recipe's Adam optimizers."""
-    trainer = ContrastiveGANTrainer(generator, discriminator, recipe)
-    d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
-                                        name="d_adam")
-    g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
-                                        name="g_adam")
-    d_optimizer.build(discriminator.trainable_variables)
-    g_optimizer.build(generator.trainable_variables)
-    trainer.compile(d_optimizer, g_optimizer, jit_compile=jit_compile)
-    return trainer
+    return compile_with_adam(ContrastiveGANTrainer(generator, discriminator, recipe), recipe,
+                             jit_compile)
