@@ -163,6 +163,7 @@ def test_plain_gan_ablation_skips_the_contrastive_loss(tmp_path):
     ({"lambda_con": -1.0}, "lambda_con"),
     ({"stroke_probability": 0.7}, "stroke_probability"),
     ({"d_steps": 2}, "d_steps"),
+    ({"augment": 0}, "needs augmentation"),
     ({"bogus": 1}, "Unknown recipe keys"),
 ])
 def test_recipe_rejects_bad_values(changes, message):

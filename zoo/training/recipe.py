@@ -132,3 +132,6 @@ class SketchGANPlusRecipe(Recipe):
             raise ValueError("Expected 0 <= stroke_probability <= 0.5 and scale_range < 1.")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.lambda_con > 0 and not self.augment:
+            raise ValueError("The contrastive task needs augmentation (two identical views teach "
+                             "nothing): set augment=1 or lambda_con=0.")
