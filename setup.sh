@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up on a fresh Debian machine with Python 3.11, then run the main job:
-# load sketch_gan_merchant, encode a generated merchant-mark corpus, write a retrieval grid PNG.
+# load sketch_gan_plus_merchant, encode a generated merchant-mark corpus, write a retrieval grid PNG.
 set -euo pipefail
 cd "$(dirname "$0")"
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -418,7 +418,7 @@ def build_parser():
 
     sub = commands.add_parser("demo", help="export, serve, encode a generated corpus through "
                                            "the client, write a retrieval grid")
-    sub.add_argument("--model", default="sketch_gan_merchant")
+    sub.add_argument("--model", default="sketch_gan_plus_merchant")
     sub.add_argument("--out", default="demo")
     sub.add_argument("--in-process", action="store_true", help="encode without the server")
     sub.set_defaults(run=cmd_demo)

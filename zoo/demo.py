@@ -34,7 +34,7 @@ def encode_via_server(encoder, images, work_dir):
         server.stop()
 
 
-def run_demo(model="sketch_gan_merchant", out_dir="demo", corpus="merchant_eval",
+def run_demo(model="sketch_gan_plus_merchant", out_dir="demo", corpus="merchant_eval",
              via_server=True):
     """Encode `corpus` with `model` (through a served SavedModel unless `via_server` is False),
     write a query + top-8 grid PNG, and return a short report."""
