@@ -32,6 +32,7 @@ import os
 import keras
 import numpy as np
 
+from zoo.evaluation.oneshot import one_shot_errors
 from zoo.evaluation.retrieval import l2_normalise, retrieval_metrics
 
 ABLATION_STEPS = 400
@@ -81,17 +82,15 @@ def _batched(model, images, training=False, batch_size=512):
                            for s in range(0, len(images), batch_size)])
 
 
-def pooled_readout(discriminator, grid=4):
-    """images -> every stride-2 block's activations average-pooled to grid x grid, each block
-    L2-normalised, concatenated: sketch-GAN+'s read-out applied to a faithful discriminator."""
+def pooled_readout(discriminator):
+    """images -> every stride-2 block's activations pooled as sketch-GAN+ reads out its own
+    (`sketch_gan_plus.pooled_unit_readout`), concatenated: that read-out on a faithful D."""
+    from zoo.models.sketch_gan_plus import pooled_unit_readout
+
     blocks = [layer.output for layer in discriminator.layers
               if layer.name.endswith("_relu") and layer.name != "d0_relu"]
-    pooled = []
-    for block in blocks:
-        size = block.shape[1] // grid
-        x = keras.layers.AveragePooling2D(size)(block)
-        pooled.append(keras.ops.normalize(keras.layers.Flatten()(x), axis=-1))
-    return keras.Model(discriminator.input, keras.layers.Concatenate()(pooled))
+    return keras.Model(discriminator.input,
+                       keras.layers.Concatenate()([pooled_unit_readout(b) for b in blocks]))
 
 
 def row_encoder(row, name, weights_path, training_images):
@@ -124,10 +123,9 @@ def row_encoder(row, name, weights_path, training_images):
 
 def measure(encoder, runs, omniglot, merchant):
     """{column: value} for one encoder (see COLUMNS)."""
-    errors = [np.mean(np.argmax(encoder.encode(r.test_images) @ encoder.encode(
-        r.training_images).T, axis=1) != r.answers) for r in runs]
+    one_shot = one_shot_errors({"row": encoder}, runs, baselines=False)
     return {
-        "one-shot error": float(np.mean(errors)),
+        "one-shot error": one_shot["mean_error"]["row"],
         "Omniglot P@8": retrieval_metrics(encoder.encode(omniglot.images),
                                           omniglot.labels)["P@8"],
         "merchant P@8": retrieval_metrics(encoder.encode(merchant.images),

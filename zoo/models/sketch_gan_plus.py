@@ -55,8 +55,14 @@ class Whitening(layers.Layer):
                 "output_dim": self.output_dim}
 
 
-def _l2_normalise(x, name):
-    return layers.Lambda(lambda t: keras.ops.normalize(t, axis=-1), name=name)(x)
+def pooled_unit_readout(block, name=None):
+    """One block's part of the read-out: its map average-pooled to a READOUT_GRID x READOUT_GRID
+    grid, flattened and L2-normalised (also applied to faithful discriminators by the ablation)."""
+    size = block.shape[1] // READOUT_GRID
+    x = layers.AveragePooling2D(size, name=name and f"{name}_pool")(block)
+    x = layers.Flatten(name=name and f"{name}_flat")(x)
+    return layers.Lambda(lambda t: keras.ops.normalize(t, axis=-1),
+                         name=name and f"{name}_unit")(x)
 
 
 def build_discriminator(widths=(16, 32, 64, 128), projection_dim=64, embedding_dim=256):
@@ -75,10 +81,7 @@ def build_discriminator(widths=(16, 32, 64, 128), projection_dim=64, embedding_d
     for index, filters in enumerate(widths[1:], start=1):
         x = layers.Conv2D(filters, 5, strides=2, padding="same", name=f"d{index}_conv")(x)
         x = layers.LeakyReLU(0.2, name=f"d{index}_relu")(x)
-        size = x.shape[1] // READOUT_GRID
-        grid = layers.AveragePooling2D(size, name=f"d{index}_pool")(x)
-        pooled.append(_l2_normalise(layers.Flatten(name=f"d{index}_flat")(grid),
-                                    name=f"d{index}_unit"))
+        pooled.append(pooled_unit_readout(x, name=f"d{index}"))
     readout = layers.Concatenate(name="readout")(pooled)
     logit = layers.Dense(1, name="real_fake_logit")(layers.Flatten(name="d3_flat_all")(x))
     hidden = layers.Dense(256, name="projection_hidden")(readout)
