@@ -968,6 +968,14 @@ class _RestHandler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if length > self.max_body_bytes:
                 self.close_connection = True
+                # Read (and drop) a body of up to 8x the cap before answering, so a client still
+                # sending gets the error response instead of a broken pipe; larger ones are cut.
+                remaining = length if length <= 8 * self.max_body_bytes else 0
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
                 raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"Request body of {length} bytes is larger than the "
                                    f"{self.max_body_bytes} this server accepts")
