@@ -24,6 +24,8 @@ setup(
         "grpcio>=1.60",  # the serving client and server; TF Serving's stubs: see setup.sh
         "protobuf>=5",
         "faiss-cpu>=1.8",  # archive index search (zoo.index): flat and HNSW, float and binary
+        # page regions (zoo.proposals): connected components, dilation, median filter, NMS
+        "opencv-python-headless>=4.8",
     ],
     extras_require={"test": ["pytest>=8"],
                     # `zoo web` (the search page) and its browser tests, which drive the

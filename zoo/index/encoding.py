@@ -247,27 +247,55 @@ def make_encoders(models, server=None, batch_size=256):
 
 
 def _prepare_file(path, root, sizes, user_metadata):
-    """(item, {size: image [S, S]}, warning) of one file, or (None, None, reason) when it
-    cannot be used."""
+    """(item, {size: image [S, S]}, warning, None) of one file, or (None, None, reason, None)
+    when it cannot be used."""
     try:
         metadata = file_metadata(path, root)
         gray = decode_image(path)
         images = {size: preprocess_numpy(gray, size=size) for size in sizes}
     except (OSError, ValueError) as error:
-        return None, None, str(error)
+        return None, None, str(error), None
     metadata["height"], metadata["width"] = (int(side) for side in gray.shape)
     user, warning = user_metadata(path, metadata["relative_path"])
     if user is not None:
         metadata["user"] = user
-    return {"path": path, "metadata": metadata}, images, warning
+    return {"path": path, "metadata": metadata}, images, warning, None
 
 
-def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None):
-    """Yield one (items, errors, warnings, {model: (embeddings, codes)}) per chunk of `paths`.
+def _prepare_page(path, root, sizes, user_metadata, settings):
+    """(item, {size: images [M, S, S]}, warning, boxes [M, 4]) of one page photograph's
+    candidate regions, or (None, None, reason, None) when it cannot be used."""
+    from zoo.index.regions import check_page_size, region_images
+
+    try:
+        check_page_size(path)
+        metadata = file_metadata(path, root)
+        gray = decode_image(path)
+        images, boxes = {}, None
+        for size in sizes:
+            boxes, images[size] = region_images(gray, size, settings)
+    except (OSError, ValueError) as error:
+        return None, None, str(error), None
+    if boxes is None or not len(boxes):
+        return None, None, "no ink regions found (a blank page?)", None
+    metadata["height"], metadata["width"] = (int(side) for side in gray.shape)
+    metadata["regions"] = int(len(boxes))
+    user, warning = user_metadata(path, metadata["relative_path"])
+    if user is not None:
+        metadata["user"] = user
+    return {"path": path, "metadata": metadata}, images, warning, boxes
+
+
+def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None, regions=None):
+    """Yield one (items, errors, warnings, {model: (embeddings, codes)}, region table) per
+    chunk of `paths`.
 
     Files of the next chunk are decoded and preprocessed by a thread pool while the current
     chunk is encoded. `errors` are (path, reason) of files that could not be used (corrupt,
-    unreadable, blank); they are left out of `items`, never fatal.
+    unreadable, blank); they are left out of `items`, never fatal. With `regions` (proposal
+    settings, zoo.proposals.ProposalSettings) each file is a page whose candidate regions are
+    encoded: the arrays' rows are regions and the region table (int64 [n, 5]: the page's
+    position in `items`, x, y, w, h) says whose; without, the table is None.
     """
     if chunk_size < 1:
         raise ValueError(f"Expected chunk_size >= 1, got {chunk_size}.")
@@ -277,26 +305,41 @@ def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None):
     chunks = [paths[start : start + chunk_size] for start in range(0, len(paths), chunk_size)]
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="index-prep") as pool:
         def submit(chunk):
-            return [pool.submit(_prepare_file, path, root, sizes, user_metadata) for path in chunk]
+            if regions is not None:
+                return [pool.submit(_prepare_page, path, root, sizes, user_metadata, regions)
+                        for path in chunk]
+            return [pool.submit(_prepare_file, path, root, sizes, user_metadata)
+                    for path in chunk]
 
         upcoming = submit(chunks[0]) if chunks else []
         for number, chunk in enumerate(chunks):
             prepared = [future.result() for future in upcoming]
             upcoming = submit(chunks[number + 1]) if number + 1 < len(chunks) else []
             items, errors, images = [], [], {size: [] for size in sizes}
+            table = []
             warnings = user_metadata.warnings if number == 0 else []
-            for path, (item, item_images, note) in zip(chunk, prepared):
+            for path, (item, item_images, note, boxes) in zip(chunk, prepared):
                 if item is None:
                     errors.append((path, note))
                     continue
+                if boxes is not None:
+                    table.append(np.concatenate([np.full((len(boxes), 1), len(items)), boxes],
+                                                axis=1))
                 items.append(item)
                 if note:
                     warnings.append(note)
                 for size in sizes:
                     images[size].append(item_images[size])
+            if regions is not None:
+                table = np.concatenate(table).astype(np.int64) if table else \
+                    np.zeros((0, 5), np.int64)
+                images = {size: [image for page in stack for image in page]
+                          for size, stack in images.items()}
+            else:
+                table = None
             arrays = {}
             for encoder in encoders:
-                if items:
+                if images[encoder.image_size]:
                     batch = np.stack(images[encoder.image_size])[..., None]
                     arrays[encoder.name] = encoder(batch)
                 else:
@@ -304,4 +347,4 @@ def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None):
                     arrays[encoder.name] = (
                         np.zeros((0, record["embedding_dim"]), np.float32),
                         np.zeros((0, -(-record["num_bits"] // 8)), np.uint8))
-            yield items, errors, warnings, arrays
+            yield items, errors, warnings, arrays, table

@@ -6,11 +6,17 @@
     hits = idx.search("query.png", k=8)            # [Hit(rank, id, path, score, metadata)]
     hits = idx.search("query.png", mode="hamming") # score = Hamming distance of the codes
 
+    pages = Index.build("pages.idx", "pages/", models=("sketch_gan_plus_merchant",), regions=True)
+    for hit in pages.search("mark.png", k=20):     # [PageHit(rank, id, path, score, box, ...)]
+        print(hit.rank, hit.score, hit.path, hit.box)   # box = (x, y, w, h) in page pixels
+
 Every model contributes an L2-normalised embedding (searched by cosine similarity, faiss
 IndexFlatIP) and its hash head's binary code (searched by Hamming distance, faiss
 IndexBinaryFlat) per item; `approximate=True` searches HNSW graphs instead (built on first
 use and kept beside the index). The on-disk format and its crash safety are described in
-zoo/index/store.py, the item metadata and the encoding pipeline in zoo/index/encoding.py.
+zoo/index/store.py, the item metadata and the encoding pipeline in zoo/index/encoding.py,
+region indexes of page photographs (items are pages, rows are their candidate regions) and their
+two-stage search in zoo/index/regions.py.
 """
 
 import dataclasses
@@ -25,8 +31,10 @@ import uuid
 import numpy as np
 
 from zoo.index import store
+from zoo.index import regions as region_search
 from zoo.index.encoding import encode_chunks, list_source, make_encoders, prepare_query
 from zoo.index.search import make_searcher, searcher_class
+from zoo.proposals import ProposalSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,7 @@ class Index:
         self._items = []  # [(path, metadata)], position = id
         self._codes = {}  # model -> [segment codes]
         self._embeddings = {}  # model -> [segment embeddings (memory-mapped)]
+        self._regions = []  # region index: [segment region tables (page, x, y, w, h)]
         self._searchers = {}  # (model, mode, approximate) -> searcher
         self._query_encoders = {}
         self._lock = threading.Lock()
@@ -117,7 +126,10 @@ class Index:
             self._append_segment(segment)
 
     def _append_segment(self, segment):
-        items, arrays = store.read_segment(self.path, self._manifest, segment, self._verify)
+        items, arrays, regions = store.read_segment(self.path, self._manifest, segment,
+                                                    self._verify)
+        if regions is not None:
+            self._regions.append(regions)
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("path"), str):
                 raise ValueError(f"The index {self.path!r} is corrupt: a bad item record.")
@@ -140,12 +152,18 @@ class Index:
 
     @classmethod
     def build(cls, out_path, source, models=DEFAULT_MODELS, server=None, batch_size=256,
-              progress=True, metadata=None, chunk_size=1024, workers=None):
+              progress=True, metadata=None, chunk_size=None, workers=None, regions=False,
+              proposals=None):
         """Encode every image of `source` (a folder, recursively, or a list of files) with
         each of `models` into a new index directory `out_path`, and return it opened.
 
-        Resumable: chunks of `chunk_size` encoded images are kept in `out_path`/.pending, so
-        running the same build again after an interruption continues where it stopped.
+        regions=True: the files are page photographs; every page's candidate regions
+        (zoo.proposals, with `proposals` settings, a ProposalSettings or its JSON dict) are
+        encoded and searches return pages with boxes (zoo/index/regions.py).
+
+        Resumable: chunks of `chunk_size` encoded images (default 1024; pages: 16) are kept in
+        `out_path`/.pending, so running the same build again after an interruption continues
+        where it stopped.
         `metadata` is a JSON-able dict about the archive, stored in the manifest. Files that
         cannot be used are skipped and listed in the returned index's `report`.
         """
@@ -162,24 +180,33 @@ class Index:
         if os.path.isdir(out_path) and not os.path.isdir(store.pending_dir(out_path)) and \
                 set(os.listdir(out_path)) - {store.LOCK}:
             raise ValueError(f"{out_path!r} exists and is not an index; choose a new path.")
+        if proposals is not None and not regions:
+            raise ValueError("Proposal settings are for region indexes: pass regions=True.")
+        settings = None
+        if regions:
+            settings = proposals if isinstance(proposals, ProposalSettings) else \
+                ProposalSettings.from_json(proposals) if proposals is not None else \
+                ProposalSettings()
         os.makedirs(out_path, exist_ok=True)
         report = _ingest(out_path, None, models, source, kind="build", server=server,
                          batch_size=batch_size, progress=progress, archive=metadata,
-                         chunk_size=chunk_size, workers=workers, known_paths=set())
+                         chunk_size=chunk_size, workers=workers, known_paths=set(),
+                         regions=settings)
         index = cls.open(out_path, server=server)
         index.report = report
         return index
 
     # ------------------------------------------------------------------------- adding
 
-    def add(self, source, progress=True, batch_size=256, chunk_size=1024, workers=None):
+    def add(self, source, progress=True, batch_size=256, chunk_size=None, workers=None):
         """Encode the images of `source` not yet in the index (same absolute path) and append
-        them, with new ids after the existing ones. Resumable like `build`. -> AddReport."""
+        them, with new ids after the existing ones (a region index: pages, with the index's
+        proposal settings). Resumable like `build`. -> AddReport."""
         known = {path for path, _ in self._items}
         report = _ingest(self.path, self._manifest, self.models, source, kind="add",
                          server=self.server, batch_size=batch_size, progress=progress,
                          archive=None, chunk_size=chunk_size, workers=workers,
-                         known_paths=known)
+                         known_paths=known, regions=self.proposals)
         manifest = store.read_manifest(self.path)
         with self._lock:
             committed = len(self._manifest["segments"])
@@ -195,7 +222,38 @@ class Index:
         return len(self._items)
 
     def __repr__(self):
+        if self.is_region_index:
+            return (f"Index({self.path!r}, {len(self)} pages, {self.region_count} regions, "
+                    f"models={self.models})")
         return f"Index({self.path!r}, {len(self)} items, models={self.models})"
+
+    @property
+    def is_region_index(self):
+        """True when the items are pages and the rows their regions (Index.build regions=True)."""
+        return store.is_region_index(self._manifest)
+
+    @property
+    def proposals(self):
+        """The region proposal settings of a region index (None for an index of images)."""
+        settings = self._manifest.get("regions")
+        return ProposalSettings.from_json(settings) if settings else None
+
+    @property
+    def region_count(self):
+        """How many regions (embedding rows) the index holds: len(index) for images."""
+        return int(self._manifest["count"])
+
+    def regions(self):
+        """int64 [R, 5] (page id, x, y, w, h) of every region of a region index (a copy)."""
+        if not self.is_region_index:
+            raise ValueError(f"{self.path!r} indexes images, not pages: it has no regions.")
+        return np.concatenate(self._regions) if self._regions else np.zeros((0, 5), np.int64)
+
+    def page_regions(self, item_id):
+        """int64 [M, 4] (x, y, w, h) of the regions of page `item_id` in a region index."""
+        item_id = self.item(item_id).id
+        table = self._region_table()
+        return table[table[:, 0] == item_id, 1:5].copy()
 
     @property
     def models(self):
@@ -275,20 +333,54 @@ class Index:
         bits = np.unpackbits(packed, axis=1, count=self.model_info(name)["num_bits"])
         return embeddings[0], bits[0]
 
-    def search(self, query, k=8, model=None, mode="embedding", offset=0, approximate=False):
+    def search(self, query, k=8, model=None, mode="embedding", offset=0, approximate=False,
+               candidates=region_search.DEFAULT_CANDIDATES):
         """The k best matches of `query` after skipping the first `offset`, best first:
         [Hit(rank, id, path, score, metadata)]. mode "embedding": cosine similarity of the
         embeddings; mode "hamming": Hamming distance of the binary codes. approximate=True
-        searches an HNSW graph (faster on large indexes, may miss neighbours)."""
+        searches an HNSW graph (faster on large indexes, may miss neighbours).
+
+        A region index returns pages: [PageHit(rank, id, path, score, box, boxes, metadata,
+        region)], its regions ranked by Hamming distance and the best `candidates` re-ranked
+        by cosine similarity read from disk (candidates=None: an exact scan of every
+        embedding); see zoo/index/regions.py."""
         self._check_search(k, mode, offset)
         name = self._model(model)
         embedding, bits = self.encode_query(query, name)
+        if self.is_region_index:
+            if approximate:
+                raise ValueError("A region index searches its codes exactly; approximate=True "
+                                 "is for indexes of images.")
+            return self._search_pages(name, mode, embedding, np.packbits(bits), k, offset,
+                                      candidates)
         return self._search_vector(name, mode, embedding, np.packbits(bits), k, offset,
                                    approximate)
+
+    def search_box(self, item_id, box, k=8, model=None, mode="embedding", offset=0,
+                   candidates=region_search.DEFAULT_CANDIDATES):
+        """Search with a box (x, y, w, h, page pixels) drawn on indexed page `item_id` as the
+        query, cropped from the page file as a person would crop it."""
+        from zoo.data.images import decode_image
+
+        item = self.item(item_id)
+        try:
+            x, y, w, h = (int(v) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"Expected a box (x, y, w, h) in page pixels; got {box!r}.") from None
+        page = decode_image(item.path)
+        height, width = page.shape
+        if w < 4 or h < 4 or x < 0 or y < 0 or x + w > width or y + h > height:
+            raise ValueError(f"Expected a box of at least 4 x 4 px inside the {width}x{height} "
+                             f"page; got {(x, y, w, h)}.")
+        return self.search(page[y : y + h, x : x + w], k=k, model=model, mode=mode,
+                           offset=offset, candidates=candidates)
 
     def similar(self, item_id, k=8, model=None, mode="embedding", offset=0, approximate=False):
         """Like `search`, with the stored encoding of item `item_id` as the query (the item
         itself is normally the first hit)."""
+        if self.is_region_index:
+            raise ValueError("The items of a region index are whole pages; search with a box "
+                             "drawn on a page instead (Index.search_box(item_id, box)).")
         self._check_search(k, mode, offset)
         name = self._model(model)
         item_id = self.item(item_id).id
@@ -370,6 +462,53 @@ class Index:
             hits.append(Hit(position + 1, item_id, path, score, dict(metadata)))
         return hits
 
+    def _region_table(self):
+        with self._lock:
+            if "table" not in self._searchers:
+                self._searchers["table"] = self.regions()
+            return self._searchers["table"]
+
+    def _embedding_rows(self, name, rows):
+        """float32 [len(rows), D]: the embeddings of `rows`, read from the memory-mapped
+        segment files (only those rows are read)."""
+        blocks = self._embeddings[name]
+        ends = np.cumsum([len(block) for block in blocks])
+        segment = np.searchsorted(ends, rows, side="right")
+        out = np.empty((len(rows), self.model_info(name)["embedding_dim"]), np.float32)
+        for number in np.unique(segment):
+            chosen = segment == number
+            start = ends[number] - len(blocks[number])
+            local = rows[chosen] - start
+            order = np.argsort(local)
+            out[np.flatnonzero(chosen)[order]] = blocks[number][local[order]]
+        return out
+
+    def _search_pages(self, name, mode, embedding, packed, k, offset, candidates):
+        table = self._region_table()
+        if not len(table):
+            return []
+        if candidates is not None and (isinstance(candidates, bool) or not isinstance(
+                candidates, (int, np.integer)) or candidates < 0):
+            raise ValueError(f"Expected candidates to be a non-negative integer or None; got "
+                             f"{candidates!r}.")
+        if mode == "hamming" or candidates:
+            searcher = self.searcher(name, "hamming")
+            wanted = min(len(table), int(candidates or 0) or len(table))
+            distances, rows = searcher.index.search(packed[None], wanted)
+            rows, distances = rows[0].astype(np.int64), distances[0]
+            distances, rows = distances[rows >= 0], rows[rows >= 0]
+            if mode == "hamming":
+                scores = distances.astype(np.int64)
+            else:
+                scores = self._embedding_rows(name, rows) @ embedding.astype(np.float32)
+        else:
+            scores, rows = self.searcher(name, "embedding").search(
+                embedding[None].astype(np.float32), len(table))
+            scores, rows = scores[0], rows[0]
+        higher = mode != "hamming"
+        grouped = region_search.group_by_page(rows, np.asarray(scores), table, higher, k, offset)
+        return region_search.page_hits(grouped, table, self._items, offset, not higher)
+
     def close(self):
         for encoder in self._query_encoders.values():
             encoder.close()
@@ -380,10 +519,13 @@ class Index:
 
 
 def _ingest(directory, manifest, models, source, kind, server, batch_size, progress, archive,
-            chunk_size, workers, known_paths):
+            chunk_size, workers, known_paths, regions=None):
     """Encode `source`'s new files into .pending chunks (after any chunks an interrupted run
     left), then commit all pending chunks as one segment. Shared by Index.build (manifest
-    None) and Index.add. Returns an AddReport."""
+    None) and Index.add; `regions`: the proposal settings of a region index. Returns an
+    AddReport."""
+    if chunk_size is None:
+        chunk_size = region_search.DEFAULT_PAGE_CHUNK if regions is not None else 1024
     paths, root = list_source(source)
     paths = list(dict.fromkeys(paths))  # a path named twice is indexed once
     if kind == "build" and not paths:
@@ -393,7 +535,7 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
                 store.read_manifest(directory)["segments"] != manifest["segments"]:
             raise ValueError(f"The index {directory!r} was changed by another process since it "
                              f"was opened; open it again, then add.")
-        progress_record = _pending_progress(directory, manifest, models)
+        progress_record = _pending_progress(directory, manifest, models, regions)
         done, errors, warnings, resumed = set(), [], [], 0
         for path in store.pending_chunk_files(directory):
             items, chunk_errors, chunk_warnings, _ = store.read_chunk(path, [])
@@ -413,11 +555,12 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
                 progress_record = {"kind": kind, "token": uuid.uuid4().hex,
                                    "models": list(models), "records": records,
                                    "started": store.now(), "metadata": archive,
-                                   "encoded_by": server or "in-process"}
+                                   "encoded_by": server or "in-process",
+                                   "regions": regions.to_json() if regions else None}
                 store.start_pending(directory, progress_record)
             new_errors, new_warnings = _encode_to_chunks(directory, todo, len(done), root,
                                                          encoders, kind, progress, chunk_size,
-                                                         workers)
+                                                         workers, regions)
             errors += new_errors
             warnings += new_warnings
         finally:
@@ -437,16 +580,17 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
                 segment_info={"kind": kind, "ingest": progress_record["token"],
                               "encoded_by": progress_record["encoded_by"], "source": root},
                 archive=(archive or progress_record.get("metadata")) if manifest is None
-                else None)
+                else None, regions=regions.to_json() if regions is not None else None)
         store.clear_pending(directory)
     return AddReport(added=added, skipped=errors,
                      already_indexed=sum(path in known_paths for path in paths),
                      resumed=resumed, warnings=warnings)
 
 
-def _pending_progress(directory, manifest, models):
+def _pending_progress(directory, manifest, models, regions=None):
     """The progress record of an interrupted build or add to resume, or None. Leftovers of a
-    run that was killed after its commit are cleared; a run with other models is refused."""
+    run that was killed after its commit are cleared; a run with other models (or other
+    region settings) is refused."""
     progress_record = store.read_progress(directory)
     if progress_record is None:
         return None
@@ -459,6 +603,12 @@ def _pending_progress(directory, manifest, models):
                          f"with models {progress_record.get('models')}, not {list(models)}; "
                          f"rerun it with those models, or delete "
                          f"{store.pending_dir(directory)!r} to start over.")
+    wanted = regions.to_json() if regions is not None else None
+    if progress_record.get("regions") != wanted:
+        raise ValueError(f"{directory!r} holds an interrupted {progress_record.get('kind')} "
+                         f"with region settings {progress_record.get('regions')}, not {wanted}; "
+                         f"rerun it as it was started, or delete {store.pending_dir(directory)!r} "
+                         f"to start over.")
     return progress_record
 
 
@@ -478,7 +628,7 @@ def _model_records(directory, manifest, progress_record, encoders):
 
 
 def _encode_to_chunks(directory, paths, done, root, encoders, kind, progress, chunk_size,
-                      workers):
+                      workers, regions=None):
     """Encode `paths` chunk by chunk into .pending, with a progress bar that starts at the
     `done` files of an interrupted run; -> (errors, warnings)."""
     from tqdm.auto import tqdm
@@ -488,11 +638,13 @@ def _encode_to_chunks(directory, paths, done, root, encoders, kind, progress, ch
         return errors, warnings
     existing = store.pending_chunk_files(directory)
     number = max((int(os.path.basename(path)[6:12]) for path in existing), default=-1) + 1
-    with tqdm(total=done + len(paths), initial=done, desc=f"index {kind}", unit="img",
+    unit = "page" if regions is not None else "img"
+    with tqdm(total=done + len(paths), initial=done, desc=f"index {kind}", unit=unit,
               disable=not progress) as bar:
-        for items, chunk_errors, chunk_warnings, arrays in encode_chunks(
-                paths, root, encoders, chunk_size=chunk_size, workers=workers):
-            store.write_chunk(directory, number, items, chunk_errors, chunk_warnings, arrays)
+        for items, chunk_errors, chunk_warnings, arrays, table in encode_chunks(
+                paths, root, encoders, chunk_size=chunk_size, workers=workers, regions=regions):
+            store.write_chunk(directory, number, items, chunk_errors, chunk_warnings, arrays,
+                              regions=table)
             number += 1
             errors += chunk_errors
             warnings += chunk_warnings

@@ -6,6 +6,7 @@
       items-000001.json                   a segment's items: [{"path": ..., "metadata": {...}}]
       sketch_gan_merchant.embeddings-000001.npy    float32 [n, D], L2-normalised
       sketch_gan_merchant.codes-000001.npy         uint8 [n, K / 8], numpy.packbits order
+      regions-000001.npy                  region indexes only: int64 [n, 5] (page id, x, y, w, h)
       sketch_gan_merchant.codes-hnsw-<digest>.faiss (+ .sha256)   optional: the saved HNSW
                                           graph of approximate search, named by a digest of the
                                           data it indexes (derived: rebuilt when missing/stale)
@@ -21,6 +22,11 @@ segment: its files are written under new names, flushed, and then manifest.json 
 (os.replace, atomic). Until that rename the previous manifest, and every file it names, is
 untouched, so a write killed at any point leaves the previous index loadable. Item ids are
 positions in segment order and never change.
+
+A region index (`Index.build(..., regions=True)`, manifest field "regions" holding the proposal
+settings) indexes page photographs: its items are pages, and its embedding and code rows are
+the pages' candidate regions, each row's page and box (in page pixels) in the segment's regions
+file. Its segments count regions ("count") and pages ("pages"); the manifest likewise.
 
 Reading verifies the format name and version and every file's sha256, size and array shape
 before anything is used, and refuses anything else with a ValueError that says what is wrong.
@@ -47,7 +53,7 @@ PROGRESS = "progress.json"
 LOCK = ".lock"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SEGMENT_FILE = re.compile(r"^(?:items|.+\.(?:embeddings|codes))-(\d{6})\.(?:json|npy)$")
+_SEGMENT_FILE = re.compile(r"^(?:items|regions|.+\.(?:embeddings|codes))-(\d{6})\.(?:json|npy)$")
 
 
 def now():
@@ -157,10 +163,14 @@ def read_manifest(directory):
         names = [check_model_name(model["name"]) for model in models]
         for model in models:
             int(model["embedding_dim"]), int(model["num_bits"])
+        regions = is_region_index(manifest)
         for segment in segments:
             int(segment["number"]), int(segment["count"])
             keys = ["items"] + [f"{name}.{kind}" for name in names for kind in ("embeddings",
                                                                                 "codes")]
+            if regions:
+                int(segment["pages"])
+                keys.append("regions")
             for key in keys:
                 record = segment["files"][key]
                 str(record["name"]), int(record["bytes"]), str(record["sha256"])
@@ -172,7 +182,17 @@ def read_manifest(directory):
     if sum(int(segment["count"]) for segment in segments) != count:
         raise ValueError(f"The index manifest {path!r} is corrupt: its segments hold "
                          f"{sum(int(s['count']) for s in segments)} items, not {count}.")
+    if regions and sum(int(segment["pages"]) for segment in segments) != int(
+            manifest.get("pages", -1)):
+        raise ValueError(f"The index manifest {path!r} is corrupt: its segments hold "
+                         f"{sum(int(s['pages']) for s in segments)} pages, not "
+                         f"{manifest.get('pages')}.")
     return manifest
+
+
+def is_region_index(manifest):
+    """True for an index of page regions (see the module docstring)."""
+    return bool((manifest or {}).get("regions"))
 
 
 def _verified_path(directory, record, verify=True):
@@ -193,39 +213,48 @@ def _verified_path(directory, record, verify=True):
     return path
 
 
+def _load_array(directory, record, verify, dtype, shape):
+    path = _verified_path(directory, record, verify)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"The index {directory!r} has a corrupt array "
+                         f"{os.path.basename(path)}: {error}") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise ValueError(f"The index {directory!r} is corrupt: "
+                         f"{os.path.basename(path)} is {array.dtype} {array.shape}, "
+                         f"expected {np.dtype(dtype)} {shape}.")
+    return array
+
+
 def read_segment(directory, manifest, segment, verify=True):
-    """(items list, {model: (embeddings float32 [n, D], codes uint8 [n, B])}) of one segment,
-    checked against the manifest (sizes, shapes and, with `verify`, every file's sha256);
-    arrays are memory-mapped read-only."""
+    """(items list, {model: (embeddings float32 [n, D], codes uint8 [n, B])}, regions) of one
+    segment, checked against the manifest (sizes, shapes and, with `verify`, every file's
+    sha256); arrays are memory-mapped read-only. `regions` is int64 [n, 5] (page id, x, y, w,
+    h) in a region index, None otherwise."""
     count = int(segment["count"])
+    regions = None
+    if is_region_index(manifest):
+        regions = _load_array(directory, segment["files"]["regions"], verify, np.int64,
+                              (count, 5))
     with open(_verified_path(directory, segment["files"]["items"], verify), "rb") as stream:
         try:
             items = json.loads(stream.read().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"The index {directory!r} has a corrupt items file: {error}") from None
-    if not isinstance(items, list) or len(items) != count:
+    expected = int(segment["pages"]) if regions is not None else count
+    if not isinstance(items, list) or len(items) != expected:
         raise ValueError(f"The index {directory!r} is corrupt: segment {segment['number']} "
-                         f"should hold {count} items.")
+                         f"should hold {expected} items.")
     arrays = {}
     for model in manifest["models"]:
         name, dim = model["name"], int(model["embedding_dim"])
         code_bytes = -(-int(model["num_bits"]) // 8)
-        loaded = []
-        for kind, dtype, shape in (("embeddings", np.float32, (count, dim)),
-                                   ("codes", np.uint8, (count, code_bytes))):
-            path = _verified_path(directory, segment["files"][f"{name}.{kind}"], verify)
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except ValueError as error:
-                raise ValueError(f"The index {directory!r} has a corrupt array "
-                                 f"{os.path.basename(path)}: {error}") from None
-            if array.dtype != dtype or array.shape != shape:
-                raise ValueError(f"The index {directory!r} is corrupt: "
-                                 f"{os.path.basename(path)} is {array.dtype} {array.shape}, "
-                                 f"expected {np.dtype(dtype)} {shape}.")
-            loaded.append(array)
-        arrays[name] = tuple(loaded)
-    return items, arrays
+        arrays[name] = tuple(
+            _load_array(directory, segment["files"][f"{name}.{kind}"], verify, dtype, shape)
+            for kind, dtype, shape in (("embeddings", np.float32, (count, dim)),
+                                       ("codes", np.uint8, (count, code_bytes))))
+    return items, arrays, regions
 
 
 # ----------------------------------------------------------------------------- pending chunks
@@ -257,11 +286,14 @@ def start_pending(directory, progress):
     write_json(os.path.join(pending_dir(directory), PROGRESS), progress)
 
 
-def write_chunk(directory, number, items, errors, warnings, arrays):
+def write_chunk(directory, number, items, errors, warnings, arrays, regions=None):
     """Persist one encoded chunk atomically. `items`: [{"path", "metadata"}]; `errors` and
-    `warnings`: [(path, reason)]; `arrays`: {model: (embeddings, codes)}."""
+    `warnings`: [(path, reason)]; `arrays`: {model: (embeddings, codes)}; `regions` (region
+    indexes): int64 [n, 5] (item position in this chunk, x, y, w, h) of the arrays' rows."""
     payload = {"items": np.array(json.dumps(items)), "errors": np.array(json.dumps(errors)),
                "warnings": np.array(json.dumps(warnings))}
+    if regions is not None:
+        payload["regions"] = np.asarray(regions, np.int64).reshape(-1, 5)
     for name, (embeddings, codes) in arrays.items():
         payload[f"{name}.embeddings"] = np.asarray(embeddings, np.float32)
         payload[f"{name}.codes"] = np.asarray(codes, np.uint8)
@@ -285,6 +317,17 @@ def read_chunk(path, models):
         raise ValueError(f"The encoded chunk {path!r} of an interrupted index write is "
                          f"unreadable ({error}); delete it to encode its files again.") from None
     return items, errors, warnings, arrays
+
+
+def read_chunk_regions(path):
+    """int64 [n, 5] (item position in the chunk, x, y, w, h) of a region index's chunk."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return np.asarray(stored["regions"], np.int64).reshape(-1, 5)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"The encoded chunk {path!r} of an interrupted index write holds no "
+                         f"readable regions ({error}); delete it to encode its files "
+                         f"again.") from None
 
 
 def clear_pending(directory):
@@ -314,17 +357,30 @@ def _file_record(path):
             "sha256": sha256_of(path)}
 
 
-def commit_segment(directory, manifest, models, chunk_files, segment_info=None, archive=None):
+def commit_segment(directory, manifest, models, chunk_files, segment_info=None, archive=None,
+                   regions=None):
     """Turn the pending chunks into a new segment and atomically publish a manifest naming it.
 
     `manifest` is the current manifest (None for a new index), `models` the model records
     [{"name", "embedding_dim", "num_bits", ...}], `segment_info` extra facts recorded with the
-    segment, `archive` the archive metadata (default: the current one). Returns the new
-    manifest. Arrays are streamed chunk by chunk into memory-mapped .npy files.
+    segment, `archive` the archive metadata (default: the current one), `regions` the proposal
+    settings of a region index (None: an index of images). Returns the new manifest. Arrays are streamed chunk by chunk into memory-mapped .npy files.
     """
     names = [model["name"] for model in models]
     number = _next_segment_number(directory, manifest)
-    counts = [len(read_chunk(path, [])[0]) for path in chunk_files]
+    page_counts = [len(read_chunk(path, [])[0]) for path in chunk_files]
+    if regions is not None:  # rows are regions; their page ids become the index's
+        first_page = int((manifest or {}).get("pages", 0))
+        tables = [read_chunk_regions(path) for path in chunk_files]
+        offsets = np.cumsum([0] + page_counts[:-1]) + first_page
+        for table, offset, pages in zip(tables, offsets, page_counts):
+            if len(table) and not (0 <= table[:, 0].min() and table[:, 0].max() < pages):
+                raise ValueError("A pending chunk's regions name pages it does not hold; delete "
+                                 "the index's .pending folder to encode again.")
+            table[:, 0] += offset
+        counts = [len(table) for table in tables]
+    else:
+        counts = page_counts
     count = sum(counts)
     targets = {}  # (model, kind) -> (final path, temporary path, memmap)
     for model in models:
@@ -354,6 +410,11 @@ def commit_segment(directory, manifest, models, chunk_files, segment_info=None, 
     with atomic_file(items_path) as stream:
         stream.write(json.dumps(all_items).encode("utf-8"))
     files["items"] = _file_record(items_path)
+    if regions is not None:
+        regions_path = os.path.join(directory, f"regions-{number:06d}.npy")
+        with atomic_file(regions_path) as stream:
+            np.save(stream, np.concatenate(tables) if tables else np.zeros((0, 5), np.int64))
+        files["regions"] = _file_record(regions_path)
     for (name, kind), (path, temporary, array) in targets.items():
         array.flush()
         with open(temporary, "rb+") as stream:
@@ -376,6 +437,10 @@ def commit_segment(directory, manifest, models, chunk_files, segment_info=None, 
             {"number": number, "count": count, "first_id": int(previous.get("count", 0)),
              "added": now(), **(segment_info or {}), "files": files}],
     }
+    if regions is not None:
+        new_manifest["regions"] = regions
+        new_manifest["pages"] = int(previous.get("pages", 0)) + sum(page_counts)
+        new_manifest["segments"][-1]["pages"] = sum(page_counts)
     write_json(os.path.join(directory, MANIFEST), new_manifest)
     remove_unreferenced(directory, new_manifest)
     return new_manifest
