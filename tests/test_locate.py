@@ -21,8 +21,36 @@ def search_page():
 
 @pytest.fixture(scope="module")
 def found(search_page):
+    """The exhaustive sliding-grid search."""
+    return zoo.locate(search_page.page, search_page.query, model="sketch_gan_merchant",
+                      proposals="grid", progress=False)
+
+
+@pytest.fixture(scope="module")
+def found_ink(search_page):
+    """The default search: the page's ink regions."""
     return zoo.locate(search_page.page, search_page.query, model="sketch_gan_merchant",
                       progress=False)
+
+
+def test_ink_regions_find_the_mark_with_far_fewer_boxes(search_page, found, found_ink):
+    assert found_ink.proposals == "ink" and found.proposals == "grid"
+    best = found_ink.boxes[0]
+    assert box_iou(best, search_page.truth) > 0.5, (best, search_page.truth)
+    assert len(found_ink.scores) * 5 <= len(found.scores)
+    assert all(box_iou(box, best) <= 0.3 for box in found_ink.boxes[1:])
+    # The heat map paints each region's score over its box: highest on the found mark.
+    x, y, w, h = best[:4]
+    assert found_ink.heat[y + h // 2, x + w // 2] == pytest.approx(best.score)
+    assert found_ink.heat.max() == pytest.approx(best.score)
+
+
+def test_ink_regions_and_grid_options_do_not_mix(search_page):
+    with pytest.raises(ValueError, match="pass proposals='grid'"):
+        zoo.locate(search_page.page, search_page.query, proposals="ink", stride=0.5,
+                   progress=False)
+    with pytest.raises(ValueError, match="Expected proposals 'ink' or 'grid'"):
+        zoo.locate(search_page.page, search_page.query, proposals="dense", progress=False)
 
 
 def test_a_pasted_mark_is_found(search_page, found):
@@ -68,6 +96,8 @@ def test_draw_locate_writes_a_png_atomically(search_page, found, tmp_path):
 
 def test_page_and_query_as_files_through_the_cli(search_page, tmp_path, capsys):
     page_path, query_path = tmp_path / "page.jpg", tmp_path / "query.png"
+    assert main(["locate", str(page_path), str(query_path), "--proposals", "ink", "--stride",
+                 "0.5"]) == 2  # grid options with ink regions: refused
     Image.fromarray((search_page.page * 255).astype(np.uint8)).save(page_path, quality=90)
     # The query as a scan would come: dark ink on light paper, another size.
     query = Image.fromarray((255 - search_page.query * 180).astype(np.uint8)).resize((90, 90))
@@ -81,6 +111,12 @@ def test_page_and_query_as_files_through_the_cli(search_page, tmp_path, capsys):
     best = tuple(int(value) for value in rows[1][1:5])
     assert box_iou(best, search_page.truth) > 0.5
     assert out.exists()
+    # The default: the page's ink regions.
+    assert main(["locate", str(page_path), str(query_path), "--top", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "ink regions of the page encoded" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert box_iou(tuple(int(value) for value in rows[1][1:5]), search_page.truth) > 0.5
 
 
 def test_a_blank_page_finds_nothing_without_crashing():

@@ -172,18 +172,27 @@ def _archive_metadata(pairs):
     return metadata or None
 
 
+def _index_summary(index):
+    if index.is_region_index:
+        return (f"index {index.path}: {len(index)} pages, {index.region_count} regions, models "
+                f"{', '.join(index.models)}")
+    return f"index {index.path}: {len(index)} items, models {', '.join(index.models)}"
+
+
 def cmd_index_build(args):
     from zoo.index import Index
-    from zoo.index.index import DEFAULT_MODELS, format_report
+    from zoo.index.index import DEFAULT_MODELS, DEFAULT_REGION_MODELS, format_report
 
+    models = args.model or (DEFAULT_REGION_MODELS if args.regions else DEFAULT_MODELS)
     try:
-        index = Index.build(args.out, args.source, models=args.model or DEFAULT_MODELS,
+        index = Index.build(args.out, args.source, models=models,
                             server=args.server, batch_size=args.batch_size,
-                            metadata=_archive_metadata(args.meta), chunk_size=args.chunk_size)
+                            metadata=_archive_metadata(args.meta), chunk_size=args.chunk_size,
+                            regions=args.regions)
     except KeyboardInterrupt:
         sys.exit("\nzoo index build: interrupted; rerun the same command to resume.")
     print(format_report(index.report))
-    print(f"index {index.path}: {len(index)} items, models {', '.join(index.models)}")
+    print(_index_summary(index))
 
 
 def cmd_index_add(args):
@@ -196,20 +205,49 @@ def cmd_index_add(args):
     except KeyboardInterrupt:
         sys.exit("\nzoo index add: interrupted; rerun the same command to resume.")
     print(format_report(report))
-    print(f"index {index.path}: {len(index)} items, models {', '.join(index.models)}")
+    print(_index_summary(index))
+
+
+def _box_argument(value):
+    try:
+        box = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[2] < 1 or box[3] < 1 or min(box) < 0:
+        raise argparse.ArgumentTypeError(f"expected a box as x,y,w,h in pixels, got {value!r}")
+    return box
 
 
 def cmd_search(args):
+    from zoo.data.images import decode_image
     from zoo.index import Index
+    from zoo.index.encoding import prepare_query
     from zoo.index.index import format_hits, save_search_grid
+    from zoo.index.regions import format_page_hits, save_page_grid
 
     index = Index.open(args.index, server=args.server)
     mode = "hamming" if args.hamming else "embedding"
-    hits = index.search(args.query, k=args.k, model=args.model, mode=mode, offset=args.offset,
+    query = args.query
+    if args.box:
+        gray = decode_image(args.query)
+        x, y, w, h = args.box
+        if x + w > gray.shape[1] or y + h > gray.shape[0]:
+            sys.exit(f"zoo search: the box {args.box} is not inside the {gray.shape[1]}x"
+                     f"{gray.shape[0]} query image")
+        query = gray[y : y + h, x : x + w]
+    if index.is_region_index:
+        hits = index.search(query, k=args.k, model=args.model, mode=mode, offset=args.offset,
+                            candidates=args.candidates or None)
+        print(format_page_hits(hits, mode))
+        if args.grid and hits:
+            size = index.model_info(args.model)["image_size"]
+            print(f"grid: {save_page_grid(args.grid, hits, prepare_query(query, size)[..., 0])}")
+        return
+    hits = index.search(query, k=args.k, model=args.model, mode=mode, offset=args.offset,
                         approximate=args.approximate)
     print(format_hits(hits, mode))
     if args.grid:
-        print(f"grid: {save_search_grid(args.grid, index, args.query, hits, args.model)}")
+        print(f"grid: {save_search_grid(args.grid, index, query, hits, args.model)}")
 
 
 def cmd_locate(args):
@@ -217,7 +255,7 @@ def cmd_locate(args):
 
     found = locate(args.page, args.query, model=args.model, scales=args.scales,
                    stride=args.stride, top=args.top, batch_size=args.batch_size,
-                   min_ink=args.min_ink, snap_to_ink=not args.no_snap)
+                   min_ink=args.min_ink, snap_to_ink=not args.no_snap, proposals=args.proposals)
     print(format_located(found))
     if args.out:
         print(f"heat map: {draw_locate(args.page, found, args.out)}")
@@ -430,7 +468,11 @@ def build_parser():
     build.add_argument("source", help="folder of images (recursive)")
     build.add_argument("--out", required=True, help="index directory to write, e.g. my.idx")
     build.add_argument("--model", action="append",
-                       help="registered model (repeat for several; default sketch_gan_merchant)")
+                       help="registered model (repeat for several; default sketch_gan_merchant, "
+                            "with --regions sketch_gan_plus_merchant)")
+    build.add_argument("--regions", action="store_true",
+                       help="the files are page photographs: index every page's candidate "
+                            "regions, so that a search finds pages and boxes")
     build.add_argument("--meta", action="append", metavar="KEY=VALUE",
                        help="archive metadata stored in the index, e.g. --meta archive=TNA")
     build.set_defaults(run=cmd_index_build)
@@ -443,8 +485,8 @@ def build_parser():
         action.add_argument("--server", metavar="HOST:PORT",
                             help="encode through a running model server instead of in-process")
         action.add_argument("--batch-size", type=int, default=256)
-        action.add_argument("--chunk-size", type=int, default=1024,
-                            help="images per resumable chunk (default 1024)")
+        action.add_argument("--chunk-size", type=int,
+                            help="images per resumable chunk (default 1024; pages: 16)")
 
     sub = commands.add_parser("search", help="search an index by example: top-k table, "
                                              "optional PNG grid")
@@ -460,18 +502,27 @@ def build_parser():
     sub.add_argument("--grid", metavar="PNG", help="write the query and its results as a PNG")
     sub.add_argument("--server", metavar="HOST:PORT",
                      help="encode the query through a running model server")
+    sub.add_argument("--box", type=_box_argument, metavar="X,Y,W,H",
+                     help="search with this box of the query image (e.g. a mark on a page)")
+    sub.add_argument("--candidates", type=int, default=4096,
+                     help="region indexes: regions re-ranked by their float embeddings after "
+                          "the Hamming pass (default 4096; 0 = scan every embedding exactly)")
     sub.set_defaults(run=cmd_search)
 
-    sub = commands.add_parser("locate", help="find a mark on a page photograph: sliding "
-                                             "boxes, ranked matches, a heat map PNG")
+    sub = commands.add_parser("locate", help="find a mark on a page photograph: its ink "
+                                             "regions (or sliding boxes) ranked, a heat map PNG")
     sub.add_argument("page", help="page image file")
     sub.add_argument("query", help="image file of the mark to find")
     sub.add_argument("--out", metavar="PNG", help="write the heat map and best boxes")
     sub.add_argument("--model", default="sketch_gan_merchant")
     sub.add_argument("--scales", type=int, nargs="+", metavar="PX",
-                     help="box sides in pixels (default: 10, 15, 22, 33%% of the shorter side)")
-    sub.add_argument("--stride", type=float, default=0.25,
-                     help="step between boxes as a fraction of the box side (default 0.25)")
+                     help="grid: box sides in pixels (default: 10, 15, 22, 33%% of the shorter side)")
+    sub.add_argument("--stride", type=float,
+                     help="grid: step between boxes as a fraction of the box side (default "
+                          "0.25)")
+    sub.add_argument("--proposals", choices=("ink", "grid"),
+                     help="search the page's ink regions (default) or a sliding grid of boxes "
+                          "(the default when --scales or --stride is given)")
     sub.add_argument("--top", type=int, default=5, help="boxes to report (default 5)")
     sub.add_argument("--batch-size", type=int, default=256)
     sub.add_argument("--min-ink", type=float,

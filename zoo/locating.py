@@ -1,7 +1,16 @@
-"""Find a mark on a page photograph: slide a box over the page, encode every crop, rank.
+"""Find a mark on a page photograph: encode the page's candidate regions (or slide a box over
+it), rank them by similarity with the query.
 
-The paper's motivation (Creswell & Bharath 2016): an encoder that is invariant to small shifts
-lets a sliding-window search take large steps. `locate(page, query)` does that search:
+By default (`proposals="ink"`) the candidates are the page's ink regions (`zoo.proposals`:
+connected components of the binarised ink and their merges at a few distances, each crop
+masked to its own ink), a few dozen to a few hundred a page, the same regions a region index
+(`zoo index build --regions`) encodes; when a page yields none, the sliding grid below is
+searched instead. Each region is prepared exactly as a query is and encoded in batches; the
+boxes are the regions' ink boxes, and non-maximum suppression keeps the `top` best.
+
+`proposals="grid"` (or giving `scales` or `stride`) is the exhaustive search, kept as the
+fallback and as the recall reference. The paper's motivation (Creswell & Bharath 2016): an
+encoder that is invariant to small shifts lets a sliding-window search take large steps:
 
 1. the page is read as grayscale and turned strokes-bright (light paper is inverted once, for
    the whole page), so that every crop sees the same polarity;
@@ -17,7 +26,8 @@ lets a sliding-window search take large steps. `locate(page, query)` does that s
    saw, `snap_to_ink=True`); non-maximum suppression keeps the `top` best boxes.
 
 The heat map holds, for every page pixel, the best score of the boxes centred within half a
-step of it (-1 where none is): `draw_locate` overlays it on the page with the best boxes.
+step of it (ink regions: of the regions covering it; -1 where none is): `draw_locate` overlays
+it on the page with the best boxes.
 
     import zoo
     found = zoo.locate('page.jpg', 'query.png')        # model='sketch_gan_merchant'
@@ -27,8 +37,8 @@ step of it (-1 where none is): `draw_locate` overlays it on the page with the be
 
 The command line is `zoo locate page.jpg query.png --out heat.png`. (The module is
 `zoo.locating`, as `zoo.load` lives in `zoo.loading`, so that `zoo.locate` stays the function.)
-`python -m benchmarks.locate_bench` measures hits and time per page at several strides, with a
-raw-pixel baseline.
+`python -m benchmarks.locate_bench` measures hits and time per page for the ink regions and the
+grid at several strides, with a raw-pixel baseline.
 """
 
 import dataclasses
@@ -42,6 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from zoo.data.images import DEFAULT_MARGIN, decode_image
+from zoo.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ DEFAULT_STRIDE = 0.25  # of the box side
 MIN_BOX = 8  # pixels: the smallest box side searched
 MIN_INK_EXTENT = 0.25  # a crop's ink must span this fraction of the box side to be encoded
 NO_MATCH = -1.0  # the score of a crop without ink (the lowest cosine similarity)
+PROPOSALS = ("ink", "grid")
 
 
 class Box(NamedTuple):
@@ -70,9 +82,10 @@ class Located:
     boxes: the ranked best boxes (after non-maximum suppression), best first.
     heat: float32 [H, W], for every page pixel the best score of the windows centred within
         half a step of it; -1 where there is none (page margins) or no ink.
-    windows: int [M, 4] every window searched as (x, y, w, h); scores: float32 [M] their
-        scores (-1 for windows without ink); ink_boxes: int [M, 4] the part of each window
-        that holds its ink (the window itself where there is none).
+    windows: int [M, 4] every window (or ink region) searched as (x, y, w, h); scores:
+        float32 [M] their scores (-1 for windows without ink); ink_boxes: int [M, 4] the part
+        of each window that holds its ink (the window itself where there is none).
+    proposals: "ink" or "grid", what was searched.
     query: float32 [S, S] the query as the encoder saw it.
     seconds: wall-clock time of the search.
     """
@@ -84,6 +97,7 @@ class Located:
     ink_boxes: np.ndarray
     query: np.ndarray
     seconds: float
+    proposals: str = "grid"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -243,40 +257,26 @@ def _compiled_prepare(size, margin):
 # ----------------------------------------------------------------------------- search
 
 
-def non_max_suppression(boxes, scores, top, iou_threshold):
-    """Indices of at most `top` boxes (x, y, w, h), best score first, none overlapping a kept
-    one by more than `iou_threshold` IoU."""
-    boxes = np.asarray(boxes, np.float64)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    x1, y1 = boxes[:, 0], boxes[:, 1]
-    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
-    areas = boxes[:, 2] * boxes[:, 3]
-    kept = []
-    while order.size and len(kept) < top:
-        best, order = order[0], order[1:]
-        kept.append(int(best))
-        overlap_w = np.minimum(x2[best], x2[order]) - np.maximum(x1[best], x1[order])
-        overlap_h = np.minimum(y2[best], y2[order]) - np.maximum(y1[best], y1[order])
-        intersection = np.clip(overlap_w, 0, None) * np.clip(overlap_h, 0, None)
-        iou = intersection / (areas[best] + areas[order] - intersection)
-        order = order[iou <= iou_threshold]
-    return kept
-
-
-def locate(page, query, model="sketch_gan_merchant", scales=None, stride=DEFAULT_STRIDE, top=5,
-           batch_size=256, min_ink=None, snap_to_ink=True, iou_threshold=0.3, progress=True):
+def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, top=5,
+           batch_size=256, min_ink=None, snap_to_ink=True, iou_threshold=0.3, progress=True,
+           proposals=None):
     """Search `page` for the mark in `query`; return a `Located` (ranked boxes + heat map).
 
     page, query: file paths, image bytes, PIL images or arrays ([H, W] or [H, W, 1|3|4], float
         in [0, 1] or uint8), dark on light or bright on dark.
     model: a registered model name or a zoo Encoder.
-    scales: box sides in page pixels; default `DEFAULT_SCALE_FRACTIONS` of the shorter side.
-    stride: the step between boxes as a fraction of the box side, in (0, 1].
+    proposals: "ink" (the page's ink regions, zoo.proposals; the grid when there are none) or
+        "grid" (sliding boxes); default "ink", or "grid" when `scales` or `stride` is given.
+    scales: grid box sides in page pixels; default `DEFAULT_SCALE_FRACTIONS` of the shorter
+        side.
+    stride: the grid's step between boxes as a fraction of the box side, in (0, 1] (default
+        DEFAULT_STRIDE).
     top: how many boxes to return; iou_threshold: the overlap non-maximum suppression allows.
     batch_size: crops prepared and encoded at a time.
-    min_ink: the ink peak (above the crop's paper level, in [0, 1]) below which a crop counts
-        as blank; default: five robust standard deviations of the page's paper grain.
-    snap_to_ink: report each box as the ink it holds rather than the whole window.
+    min_ink: grid: the ink peak (above the crop's paper level, in [0, 1]) below which a crop
+        counts as blank; default: five robust standard deviations of the page's paper grain
+        (ink regions have their own threshold of the same kind, zoo.proposals).
+    snap_to_ink: grid: report each box as the ink it holds rather than the whole window.
     """
     from tqdm.auto import tqdm
 
@@ -284,6 +284,14 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=DEFAULT
 
     started = time.perf_counter()
     encoder = _encoder(model)
+    if proposals is None:
+        proposals = "grid" if scales is not None or stride is not None else "ink"
+    if proposals not in PROPOSALS:
+        raise ValueError(f"Expected proposals 'ink' or 'grid', got {proposals!r}.")
+    if proposals == "ink" and (scales is not None or stride is not None):
+        raise ValueError("scales and stride set the sliding grid; pass proposals='grid' with "
+                         "them (or leave them out to search the page's ink regions).")
+    stride = DEFAULT_STRIDE if stride is None else stride
     if isinstance(stride, bool) or not isinstance(stride, (int, float, np.number)) \
             or not 0 < float(stride) <= 1:
         raise ValueError(f"Expected stride as a fraction of the box side in (0, 1], got "
@@ -305,6 +313,14 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=DEFAULT
     page_gray = _as_gray(page, "page")
     height, width = page_gray.shape
     sides = _box_sides(scales, height, width)
+    if proposals == "ink":
+        found = _locate_regions(page_gray, encoder, query_embedding, batch_size)
+        if found is not None:
+            windows, scores = found
+            return _located(windows, windows, scores, _region_heat(windows, scores, height,
+                                                                    width),
+                            top, iou_threshold, query_image, started, "ink", min_ink)
+        log.info("locate: no ink regions on the page; searching the sliding grid")
     page_bright = _strokes_bright(page_gray)
     if min_ink is None:
         min_ink = _auto_min_ink(page_bright)
@@ -346,24 +362,53 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=DEFAULT
     ink_boxes = np.asarray(ink_boxes, np.int64).reshape(-1, 4)
     scores = np.concatenate(scores).astype(np.float32)
     heat = _heat_map(windows, scores, steps, height, width)
+    return _located(windows, ink_boxes if snap_to_ink else windows, scores, heat, top,
+                    iou_threshold, query_image, started, "grid", min_ink, ink_boxes)
 
+
+def _locate_regions(page_gray, encoder, query_embedding, batch_size):
+    """(boxes, scores) of the page's ink regions, or None when it has none."""
+    from zoo.index.regions import region_images
+
+    boxes, images = region_images(page_gray, encoder.image_size)
+    if not len(boxes):
+        return None
+    embeddings = encoder.encode(images[..., None], batch_size=batch_size)
+    return boxes, (embeddings @ query_embedding).astype(np.float32)
+
+
+def _region_heat(boxes, scores, height, width):
+    """Each region's score painted over its box; the best where boxes overlap."""
+    heat = np.full((height, width), NO_MATCH, np.float32)
+    for (x, y, w, h), score in sorted(zip(boxes.tolist(), scores.tolist()), key=lambda t: t[1]):
+        heat[y : y + h, x : x + w] = score
+    return heat
+
+
+def _located(windows, candidates, scores, heat, top, iou_threshold, query_image, started,
+             proposals, min_ink, ink_boxes=None):
+    """The Located of scored windows: the `top` best `candidates` boxes after NMS."""
     inked = np.flatnonzero(scores > NO_MATCH)
-    candidates = ink_boxes if snap_to_ink else windows
     kept = inked[non_max_suppression(candidates[inked], scores[inked], top, iou_threshold)] \
         if inked.size else []
     if not inked.size:
         log.warning("locate: no box on the page holds ink above min_ink=%.3g", min_ink)
     boxes = [Box(*(int(v) for v in candidates[i]), score=float(scores[i])) for i in kept]
-    return Located(boxes=boxes, heat=heat, windows=windows, scores=scores, ink_boxes=ink_boxes,
-                   query=query_image, seconds=time.perf_counter() - started)
+    return Located(boxes=boxes, heat=heat, windows=windows, scores=scores,
+                   ink_boxes=windows if ink_boxes is None else ink_boxes, query=query_image,
+                   seconds=time.perf_counter() - started, proposals=proposals)
 
 
 def format_located(located):
     """The ranked boxes as a text table, and what the search covered."""
-    sides = sorted({int(w) for w in located.windows[:, 2]})
     inked = int((located.scores > NO_MATCH).sum())
-    lines = [f"{len(located.scores)} boxes of {', '.join(map(str, sides))} px searched, "
-             f"{inked} with ink encoded, in {located.seconds:.1f} s",
+    if located.proposals == "ink":
+        searched = f"{len(located.scores)} ink regions of the page encoded"
+    else:
+        sides = sorted({int(w) for w in located.windows[:, 2]})
+        searched = (f"{len(located.scores)} boxes of {', '.join(map(str, sides))} px searched, "
+                    f"{inked} with ink encoded")
+    lines = [f"{searched}, in {located.seconds:.2f} s",
              f"{'rank':>4} {'x':>6} {'y':>6} {'w':>5} {'h':>5} {'score':>7}"]
     lines += [f"{rank:>4} {box.x:>6} {box.y:>6} {box.w:>5} {box.h:>5} {box.score:>7.3f}"
               for rank, box in enumerate(located.boxes, start=1)]
@@ -525,13 +570,3 @@ def make_search_page(height=800, width=1000, num_marks=8, target=0, seed=0):
              int(ink_columns.max() - ink_columns.min() + 1),
              int(ink_rows.max() - ink_rows.min() + 1))
     return SearchPage(page, corpus.images[2 * target + 1, :, :, 0], truth, tuple(places))
-
-
-def box_iou(first, second):
-    """Intersection over union of two boxes (x, y, w, h)."""
-    ax, ay, aw, ah = first[:4]
-    bx, by, bw, bh = second[:4]
-    overlap_w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    overlap_h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    intersection = overlap_w * overlap_h
-    return intersection / float(aw * ah + bw * bh - intersection)

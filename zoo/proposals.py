@@ -53,7 +53,7 @@ class ProposalSettings:
     merge_fractions: tuple = DEFAULT_MERGE_FRACTIONS
     min_side_fraction: float = 0.02
     max_side_fraction: float = 0.5
-    max_aspect: float = 4.0
+    max_aspect: float = 12.0
     ink_sigmas: float = 5.0
     min_pixels: int = 12
     max_regions: int = DEFAULT_MAX_REGIONS
@@ -294,8 +294,9 @@ def non_max_suppression(boxes, scores, top, iou_threshold):
     if not len(boxes):
         return []
     order = np.argsort(-scores, kind="stable")
-    # NMSBoxes wants scores >= its threshold (0 here); it only compares them, so shift them.
-    shifted = scores[order] - scores.min()
+    # NMSBoxes keeps scores above its threshold (0 here, its least); it only compares them,
+    # so shift them above it.
+    shifted = scores[order] - scores.min() + 1.0
     kept = cv2.dnn.NMSBoxes(boxes[order].tolist(), shifted.tolist(), 0.0,
                             float(iou_threshold), top_k=0)
     kept = [int(order[i]) for i in np.asarray(kept).reshape(-1)]

@@ -39,6 +39,7 @@ from zoo.proposals import ProposalSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("sketch_gan_merchant",)
+DEFAULT_REGION_MODELS = ("sketch_gan_plus_merchant",)  # regions: the encoder to use
 MODES = ("embedding", "hamming")
 GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.index.search defaults)
 
@@ -151,11 +152,12 @@ class Index:
         return cls(path, store.read_manifest(os.fspath(path)), server=server, verify=verify)
 
     @classmethod
-    def build(cls, out_path, source, models=DEFAULT_MODELS, server=None, batch_size=256,
+    def build(cls, out_path, source, models=None, server=None, batch_size=256,
               progress=True, metadata=None, chunk_size=None, workers=None, regions=False,
               proposals=None):
         """Encode every image of `source` (a folder, recursively, or a list of files) with
-        each of `models` into a new index directory `out_path`, and return it opened.
+        each of `models` (default DEFAULT_MODELS; regions: DEFAULT_REGION_MODELS) into a new
+        index directory `out_path`, and return it opened.
 
         regions=True: the files are page photographs; every page's candidate regions
         (zoo.proposals, with `proposals` settings, a ProposalSettings or its JSON dict) are
@@ -168,7 +170,7 @@ class Index:
         cannot be used are skipped and listed in the returned index's `report`.
         """
         out_path = os.path.abspath(os.fspath(out_path))
-        models = _models_tuple(models)
+        models = _models_tuple(models or (DEFAULT_REGION_MODELS if regions else DEFAULT_MODELS))
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"Expected archive metadata as a dict; got "
                              f"{type(metadata).__name__}.")

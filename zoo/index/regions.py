@@ -38,6 +38,9 @@ DEFAULT_CANDIDATES = 4096  # regions re-ranked by their float embeddings
 DEFAULT_PAGE_CHUNK = 16  # pages encoded per resumable chunk
 MAX_BOXES_PER_HIT = 10
 BOX_IOU = 0.3  # regions of one page overlapping more than this are one match
+# A page's other regions count as matches when they score within this of its best region.
+COSINE_MARGIN = 0.1
+HAMMING_MARGIN = 4  # bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +48,8 @@ class PageHit:
     """One page of a region search. `rank` counts from 1 over the whole result list; `score`
     is the best region's cosine similarity (mode "embedding") or Hamming distance ("hamming");
     `box` that region (x, y, w, h) in page pixels; `boxes` the page's matching regions
-    [(x, y, w, h, score)], best first, the first being `box`; `region` the best region's row."""
+    [(x, y, w, h, score)], best first, the first being `box` (the others score within
+    COSINE_MARGIN, or HAMMING_MARGIN bits, of it); `region` the best region's row."""
 
     rank: int
     id: int
@@ -106,6 +110,10 @@ def page_hits(grouped, table, items, offset, integer_scores):
     """PageHits of `group_by_page`'s result; each page's regions are non-maximum suppressed."""
     hits = []
     for rank, (page, regions) in enumerate(grouped, start=offset + 1):
+        best = regions[0][1]
+        regions = [(row, score) for row, score in regions
+                   if (score - best <= HAMMING_MARGIN if integer_scores
+                       else best - score <= COSINE_MARGIN)]
         rows = np.asarray([row for row, _ in regions], np.int64)
         scores = np.asarray([score for _, score in regions], np.float64)
         boxes = table[rows, 1:5]
