@@ -261,6 +261,7 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
            batch_size=256, min_ink=None, snap_to_ink=True, iou_threshold=0.3, progress=True,
            proposals=None):
     """Search `page` for the mark in `query`; return a `Located` (ranked boxes + heat map).
+    (`encode_grid` and `zoo.index.regions.region_images` are its query-independent halves.)
 
     page, query: file paths, image bytes, PIL images or arrays ([H, W] or [H, W, 1|3|4], float
         in [0, 1] or uint8), dark on light or bright on dark.
@@ -278,8 +279,6 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
         (ink regions have their own threshold of the same kind, zoo.proposals).
     snap_to_ink: grid: report each box as the ink it holds rather than the whole window.
     """
-    from tqdm.auto import tqdm
-
     from zoo.data.images import preprocess
 
     started = time.perf_counter()
@@ -321,6 +320,38 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
                                                                     width),
                             top, iou_threshold, query_image, started, "ink", min_ink)
         log.info("locate: no ink regions on the page; searching the sliding grid")
+    grid = encode_grid(page_gray, encoder, sides, stride, batch_size, min_ink, progress)
+    scores = np.full(len(grid.windows), NO_MATCH, np.float32)
+    if grid.has_ink.any():
+        scores[grid.has_ink] = grid.embeddings[grid.has_ink] @ query_embedding
+    heat = _heat_map(grid.windows, scores, grid.steps, height, width)
+    return _located(grid.windows, grid.ink_boxes if snap_to_ink else grid.windows, scores, heat,
+                    top, iou_threshold, query_image, started, "grid", grid.min_ink,
+                    grid.ink_boxes)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridEncoding:
+    """A page's sliding-grid windows, encoded once (any number of queries can then be scored
+    against them): windows and ink_boxes int [M, 4] (x, y, w, h), has_ink bool [M],
+    embeddings float32 [M, D] (zero rows where there is no ink), steps [M] (pixels), and the
+    min_ink used."""
+
+    windows: np.ndarray
+    ink_boxes: np.ndarray
+    has_ink: np.ndarray
+    embeddings: np.ndarray
+    steps: list
+    min_ink: float
+
+
+def encode_grid(page_gray, encoder, sides, stride=DEFAULT_STRIDE, batch_size=256, min_ink=None,
+                progress=False):
+    """Encode every window of the sliding grid (box `sides` in page pixels, steps of `stride` x
+    side) of a page (float32 [H, W] in [0, 1]): the exhaustive search's work, query aside."""
+    from tqdm.auto import tqdm
+
+    height, width = page_gray.shape
     page_bright = _strokes_bright(page_gray)
     if min_ink is None:
         min_ink = _auto_min_ink(page_bright)
@@ -336,7 +367,7 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
         grids.append((side, step, _positions(height, side, step), _positions(width, side, step)))
     total = sum(len(ys) * len(xs) for _, _, ys, xs in grids)
 
-    windows, scores, ink_boxes, steps = [], [], [], []
+    windows, inked_all, ink_boxes, steps, blocks = [], [], [], [], []
     with tqdm(total=total, desc="locate", unit="box", disable=not progress) as bar:
         for side, step, ys, xs in grids:
             corners = [(y, x) for y in ys for x in xs]
@@ -344,26 +375,33 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
                 chunk = corners[start : start + batch_size]
                 crops = np.stack([page_bright[y : y + side, x : x + side] for y, x in chunk])
                 has_ink, bounds, canvases = (t.numpy() for t in prepare(crops, np.float32(min_ink)))
-                chunk_scores = np.full(len(chunk), NO_MATCH, np.float32)
                 if has_ink.any():
                     embeddings = encoder.encode(canvases[..., None], batch_size=batch_size)
-                    chunk_scores[has_ink] = embeddings @ query_embedding
+                    block = np.zeros((len(chunk), embeddings.shape[1]), np.float32)
+                    block[has_ink] = embeddings
+                    blocks.append(block)
+                else:
+                    blocks.append(None)
                 for (y, x), inked, (top_, left, bottom, right) in zip(chunk, has_ink, bounds):
                     windows.append((x, y, side, side))
                     if inked:
                         ink_boxes.append((x + left, y + top_, right - left + 1, bottom - top_ + 1))
                     else:
                         ink_boxes.append((x, y, side, side))
-                scores.append(chunk_scores)
+                inked_all.append(has_ink)
                 steps.extend([step] * len(chunk))
                 bar.update(len(chunk))
 
-    windows = np.asarray(windows, np.int64).reshape(-1, 4)
-    ink_boxes = np.asarray(ink_boxes, np.int64).reshape(-1, 4)
-    scores = np.concatenate(scores).astype(np.float32)
-    heat = _heat_map(windows, scores, steps, height, width)
-    return _located(windows, ink_boxes if snap_to_ink else windows, scores, heat, top,
-                    iou_threshold, query_image, started, "grid", min_ink, ink_boxes)
+    dim = next((block.shape[1] for block in blocks if block is not None),
+               getattr(encoder, "embedding_dim", 1))
+    embeddings = np.concatenate([block if block is not None else np.zeros((len(has), dim),
+                                                                           np.float32)
+                                 for block, has in zip(blocks, inked_all)]) if blocks else \
+        np.zeros((0, dim), np.float32)
+    return GridEncoding(np.asarray(windows, np.int64).reshape(-1, 4),
+                        np.asarray(ink_boxes, np.int64).reshape(-1, 4),
+                        np.concatenate(inked_all).astype(bool) if inked_all else
+                        np.zeros(0, bool), embeddings, steps, min_ink)
 
 
 def _locate_regions(page_gray, encoder, query_embedding, batch_size):
