@@ -16,7 +16,7 @@ setup(
     install_requires=[
         "tensorflow-cpu>=2.21,<2.22",  # Keras 3; tensorflow-addons is not used (end-of-life)
         "keras>=3.10",
-        "numpy>=1.26",
+        "numpy>=2.0",  # bitwise_count: the region index's Hamming scan
         "h5py>=3.10",
         "pillow>=10",
         "tqdm>=4.66",

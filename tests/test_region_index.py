@@ -302,3 +302,22 @@ def test_region_search_through_a_running_server_equals_in_process(pages, built, 
                                        atol=1e-4)
     finally:
         server.stop()
+
+
+def test_the_hamming_candidates_equal_a_numpy_scan(rng):
+    from zoo.hashing import hamming_distances
+
+    codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    codes[100:140] = codes[7]  # ties at distance 0
+    query = codes[7:8]
+    rows, distances = region_search.nearest_codes(region_search.code_words(codes),
+                                                  region_search.code_words(query)[0], 60)
+    reference = hamming_distances(query, codes)[0]
+    order = np.argsort(reference, kind="stable")[:60]
+    np.testing.assert_array_equal(rows, order)
+    np.testing.assert_array_equal(distances, reference[order])
+    # Codes of a length that is not a multiple of 64 bits are zero-padded.
+    short = codes[:, :3]
+    rows, distances = region_search.nearest_codes(region_search.code_words(short),
+                                                  region_search.code_words(short[7:8])[0], 5)
+    np.testing.assert_array_equal(distances, np.sort(hamming_distances(short[7:8], short)[0])[:5])

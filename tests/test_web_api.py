@@ -2,7 +2,8 @@
 
 A small generated archive (8 merchant marks x 4 drawings, PNG files with a metadata.csv) is
 indexed with sketch_gan_merchant and thin_gan_merchant; `create_app` is served by uvicorn on
-a loopback port and every test talks HTTP to it.
+a loopback port and every test talks HTTP to it. A region index of four small generated page
+photographs (`write_pages`, also used by tests/test_web_browser.py) is served beside it.
 """
 
 import hashlib
@@ -24,6 +25,27 @@ from benchmarks.web_search import write_archive
 MODELS = ("sketch_gan_merchant", "thin_gan_merchant")
 MAX_UPLOAD = 256 * 1024
 MAX_PIXELS = 4_000_000
+PAGE_MODEL = "sketch_gan_plus_merchant"
+# (seed, hidden mark) of zoo.locating.make_search_page: 500 x 400 pages of 4 marks each
+PAGES = ((20, 0), (21, 1), (23, 3), (25, 1))
+
+
+def write_pages(folder):
+    """Write the PAGES as page photographs (PNG, dark ink on grainy paper) in `folder`/pages
+    and a query for each (another drawing of its hidden mark, dark on white) in `folder`:
+    -> [(page path, query path, the hidden mark's ink box (x, y, w, h))]."""
+    from zoo.locating import make_search_page
+
+    os.makedirs(os.path.join(folder, "pages"), exist_ok=True)
+    written = []
+    for seed, target in PAGES:
+        found = make_search_page(height=400, width=500, num_marks=4, target=target, seed=seed)
+        page_path = os.path.join(folder, "pages", f"page-{seed}.png")
+        query_path = os.path.join(folder, f"query-{seed}.png")
+        Image.fromarray((255 * found.page).round().astype(np.uint8)).save(page_path)
+        Image.fromarray((255 * (1.0 - found.query)).round().astype(np.uint8)).save(query_path)
+        written.append((page_path, query_path, found.truth))
+    return written
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +64,29 @@ def archive(tmp_path_factory):
                         progress=False)
     return {"root": root, "paths": paths, "index": index,
             "ids": {item.path: item.id for item in index.items()}}
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """A region index of the PAGES: items are pages, rows their candidate regions."""
+    from zoo.index import Index
+
+    root = tmp_path_factory.mktemp("web_pages")
+    written = write_pages(str(root))
+    index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
+                        regions=True, progress=False)
+    ids = {item.path: item.id for item in index.items()}
+    return {"root": root, "index": index,
+            "pages": [(ids[page], query, truth) for page, query, truth in written]}
+
+
+@pytest.fixture(scope="module")
+def page_server(pages):
+    from zoo.web.app import create_app, start_server
+
+    base, stop = start_server(create_app(pages["index"], name="pages.idx", page_size=3))
+    yield base
+    stop()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +145,8 @@ def test_page_and_static_files_are_self_contained(server):
 def test_info_names_the_models_and_limits(server, archive):
     status, info = api(server, "/api/info")
     assert status == 200
-    assert info["items"] == len(archive["index"]) == 33
+    assert info["items"] == len(archive["index"]) == 33 and info["kind"] == "images"
+    assert "pages" not in info and "regions" not in info
     assert info["models"] == list(MODELS)
     assert info["max_upload_bytes"] == MAX_UPLOAD and info["read_only"] is True
     assert info["locate"] is True and info["page_size"] == 6
@@ -154,6 +200,9 @@ def test_an_archive_item_as_the_query(server, archive):
     assert api(server, "/api/search?item=33")[0] == 404
     assert api(server, "/api/search?item=abc")[0] == 400
     assert api(server, "/api/search")[0] == 400
+    status, answer = api(server, "/api/search?item=21&box=0,0,30,30")  # boxes are for pages
+    assert status == 400 and "POST the cropped image" in answer["error"]
+    assert "box" not in api(server, "/api/search?item=21&k=2")[1]["hits"][0]
 
 
 def test_a_box_on_a_page_photograph_is_the_query(server, archive):
@@ -317,3 +366,102 @@ def test_zoo_web_command_serves_the_index_on_loopback(archive):
     bad = subprocess.run([sys.executable, "-m", "zoo", "web", str(archive["root"] / "archive")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a zoo index" in bad.stderr
+
+
+# -- a region index of page photographs --------------------------------------------------------
+
+
+def inside_page(box, hit):
+    x, y, w, h = box[:4]
+    return 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= hit["width"] and \
+        y + h <= hit["height"]
+
+
+def test_region_index_info_and_pages(page_server, pages):
+    status, info = api(page_server, "/api/info")
+    assert status == 200 and info["kind"] == "regions" and info["name"] == "pages.idx"
+    assert info["pages"] == info["items"] == 4
+    assert info["regions"] == pages["index"].region_count > 4
+    assert info["models"] == [PAGE_MODEL]
+    status, listing = api(page_server, "/api/items?limit=10")
+    assert listing["total"] == 4 and len(listing["items"]) == 4
+    assert all((item["width"], item["height"]) == (500, 400) for item in listing["items"])
+    status, headers, body = request(page_server, listing["items"][0]["thumbnail"])
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (320, 256)  # the whole page
+
+
+def test_a_mark_finds_its_page_first_with_its_box(page_server, pages):
+    from zoo.proposals import box_iou
+
+    for page_id, query, truth in pages["pages"]:
+        status, answer = api(page_server, "/api/search?k=4", read(query))
+        assert status == 200, answer
+        hits = answer["hits"]
+        assert [hit["rank"] for hit in hits] == [1, 2, 3, 4] and not answer["has_more"]
+        first = hits[0]
+        assert first["id"] == page_id and box_iou(first["box"], truth) > 0.5, (first, truth)
+        assert first["name"] == os.path.basename(pages["index"].item(page_id).path)
+        assert first["thumbnail"] == f"/api/items/{page_id}/thumbnail"
+        for hit in hits:
+            assert (hit["width"], hit["height"]) == (500, 400)
+            assert hit["boxes"][0] == [*hit["box"], hit["score"]]
+            assert all(inside_page(box, hit) for box in hit["boxes"])
+            scores = [box[4] for box in hit["boxes"]]
+            assert scores == sorted(scores, reverse=True)
+        assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits),
+                                                        reverse=True)
+        library = pages["index"].search(query, k=4)
+        assert [hit["id"] for hit in hits] == [hit.id for hit in library]
+        assert [hit["box"] for hit in hits] == [list(hit.box) for hit in library]
+
+    page_id, query, truth = pages["pages"][1]
+    status, answer = api(page_server, "/api/search?k=2&mode=hamming", read(query))
+    assert status == 200 and answer["hits"][0]["id"] == page_id and answer["has_more"]
+    assert all(isinstance(box[4], int) for hit in answer["hits"] for box in hit["boxes"])
+    assert answer["hits"][0]["score"] < answer["hits"][1]["score"]  # distances, nearest first
+
+
+def test_a_box_on_an_uploaded_page_photograph_finds_that_page(page_server, pages):
+    page_id, query, truth = pages["pages"][2]
+    x, y, w, h = truth
+    photograph = read(pages["index"].item(page_id).path)
+    status, answer = api(page_server, f"/api/search?k=2&box={x - 6},{y - 6},{w + 12},{h + 12}",
+                         photograph)
+    assert status == 200 and answer["hits"][0]["id"] == page_id
+    status, answer = api(page_server, "/api/search?box=600,500,10,10", photograph)
+    assert status == 400 and "holds no part" in answer["error"]
+
+
+def test_a_box_drawn_on_an_indexed_page_finds_that_page_first(page_server, pages):
+    from zoo.proposals import box_iou
+
+    for page_id, query, _ in pages["pages"]:
+        box = pages["index"].search(query, k=1)[0].box
+        status, answer = api(page_server, f"/api/search?item={page_id}&box="
+                                          f"{','.join(str(value) for value in box)}")
+        assert status == 200, answer
+        assert answer["query_box"] == list(box) and len(answer["hits"]) == 3  # the page size
+        first = answer["hits"][0]
+        assert first["id"] == page_id and box_iou(first["box"], box) > 0.5
+        assert first["score"] > 0.8 and inside_page(first["box"], first)
+        library = pages["index"].search_box(page_id, box, k=3)
+        assert [hit["id"] for hit in answer["hits"]] == [hit.id for hit in library]
+
+    # the box is clipped to the page; the next page of results follows on
+    status, answer = api(page_server, "/api/search?item=0&box=-20,-20,270,220&offset=3&k=3")
+    assert status == 200 and answer["query_box"] == [0, 0, 250, 200]
+    assert [hit["rank"] for hit in answer["hits"]] == [4] and not answer["has_more"]
+
+
+def test_a_page_without_a_box_or_a_bad_box_gets_a_clear_400(page_server, pages):
+    status, answer = api(page_server, "/api/search?item=1")
+    assert status == 400 and "whole page" in answer["error"] and "box=x,y,w,h" in answer["error"]
+    status, answer = api(page_server, "/api/search?item=1&box=")
+    assert status == 400 and "whole page" in answer["error"]
+    for box, words in (("600,500,10,10", "holds no part"), ("1,2,3", "x,y,width,height"),
+                       ("10,10,inf,5", "x,y,width,height"), ("10,10,3,3", "at least 4 x 4")):
+        status, answer = api(page_server, f"/api/search?item=1&box={box}")
+        assert status == 400 and words in answer["error"], (box, answer)
+    assert api(page_server, "/api/search?item=4&box=0,0,50,50")[0] == 404
+    status, answer = api(page_server, "/api/search?item=1&box=0,0,50,50&mode=cosine")
+    assert status == 400 and "Unknown mode" in answer["error"]

@@ -3,9 +3,12 @@ Playwright, against `zoo web`'s app over a small generated archive.
 
 Screenshots are written to test-artifacts/web/ at the repository root (ZOO_TEST_ARTIFACTS
 overrides the folder); the path is printed. The page is tested under its own Content Security
-Policy, so waits use selectors rather than evaluated JavaScript strings.
+Policy, so waits use selectors rather than evaluated JavaScript strings. A region index of
+small generated page photographs (test_web_api.write_pages) is served too: page hits with
+their boxes, a page opened large, a box drawn on it.
 """
 
+import contextlib
 import os
 import time
 
@@ -14,6 +17,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.web_search import write_archive
+from test_web_api import PAGE_MODEL, api, read, write_pages
 
 MODELS = ("sketch_gan_merchant", "thin_gan_merchant")
 ARTIFACTS = os.environ.get("ZOO_TEST_ARTIFACTS") or os.path.join(
@@ -51,20 +55,55 @@ def browser():
         yield chromium
 
 
-@pytest.fixture()
-def page(browser, server, request):
-    """A fresh tab on the search page; the browser's errors are collected and must be none."""
+@pytest.fixture(scope="module")
+def page_archive(tmp_path_factory):
+    """A region index of four small page photographs, with a query for each."""
+    from zoo.index import Index
+
+    root = tmp_path_factory.mktemp("web_browser_pages")
+    written = write_pages(str(root))
+    index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
+                        regions=True, progress=False)
+    ids = {item.path: item.id for item in index.items()}
+    return {"index": index, "pages": [(ids[page], query, truth) for page, query, truth in written]}
+
+
+@pytest.fixture(scope="module")
+def page_server(page_archive):
+    from zoo.web.app import create_app, start_server
+
+    base, stop = start_server(create_app(page_archive["index"], name="pages.idx"))
+    yield base
+    stop()
+
+
+@contextlib.contextmanager
+def search_tab(browser, base):
+    """A fresh tab on the search page at `base`; the browser's errors are collected and must
+    be none."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
     tab.errors = []
     tab.on("pageerror", lambda error: tab.errors.append(str(error)))
     tab.on("console", lambda message: message.type == "error" and not
            message.text.startswith("Failed to load resource") and tab.errors.append(message.text))
-    tab.goto(server + "/")
+    tab.goto(base + "/")
     tab.wait_for_selector("#model-select option", state="attached")
     yield tab
     context.close()
     assert tab.errors == []
+
+
+@pytest.fixture()
+def page(browser, server):
+    with search_tab(browser, server) as tab:
+        yield tab
+
+
+@pytest.fixture()
+def pages_tab(browser, page_server):
+    with search_tab(browser, page_server) as tab:
+        yield tab
 
 
 def screenshot(tab, name):
@@ -236,3 +275,125 @@ def test_page_photograph_box_search_and_locate(page, archive, tmp_path):
     page.keyboard.press("Enter")
     wait_for_search(page, 3)
     assert page.locator("#results li").count() == 24
+
+
+# -- a region index of page photographs --------------------------------------------------------
+
+
+def inside(inner, outer, slack=1.0):
+    """Whether bounding box `inner` lies inside `outer` (Playwright's x, y, width, height)."""
+    return outer["x"] - slack <= inner["x"] and outer["y"] - slack <= inner["y"] and \
+        inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack and \
+        inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack
+
+
+def assert_boxes_drawn(frame, hit, count):
+    """The first `count` of `hit`'s boxes are drawn over the page shown in `frame` (a
+    Locator), where the API placed them, inside the page's image."""
+    image = frame.locator("img").bounding_box()
+    drawn = frame.locator(".hit-box")
+    assert drawn.count() == count and frame.locator(".hit-box.best").count() == 1
+    scale = image["width"] / hit["width"]
+    for element, (x, y, w, h, _) in zip(drawn.all(), hit["boxes"]):
+        box = element.bounding_box()
+        assert inside(box, image), (box, image)
+        assert abs(box["x"] - (image["x"] + x * scale)) < 2 and \
+            abs(box["width"] - w * scale) < 2, (box, image, hit["box"])
+
+
+def test_page_hits_show_their_boxes_and_open_with_every_box(pages_tab, page_archive,
+                                                             page_server):
+    tab = pages_tab
+    page_id, query, _ = page_archive["pages"][0]
+    assert "4 pages (" in tab.inner_text("#summary") and "marked regions" in tab.inner_text(
+        "#summary")
+    tab.set_input_files("#file-input", query)
+    wait_for_search(tab, 1)
+    assert first_result(tab) == page_id
+    assert "Pages 1–4" in tab.inner_text("#results-status")
+    _, answer = api(page_server, "/api/search?k=24", read(query))
+    hits = answer["hits"]
+    assert [int(card.get_attribute("data-item-id")) for card in tab.locator("#results li").all()] \
+        == [hit["id"] for hit in hits]
+    assert wait_for_images(tab, "#results img")
+    for card, hit in zip(tab.locator("#results li").all(), hits):
+        assert_boxes_drawn(card.locator(".frame"), hit, 1)  # the best box, on the thumbnail
+        assert f"similarity {hit['score']:.3f}" in card.inner_text()
+    assert tab.locator("img:not([alt]), img[alt='']").count() == 0
+    screenshot(tab, "7-page-hits")
+
+    # the hit with the most matching places, opened: the page large, every box numbered
+    number = max(range(len(hits)), key=lambda index: len(hits[index]["boxes"]))
+    hit = hits[number]
+    assert len(hit["boxes"]) > 1
+    tab.click(f"#results li:nth-child({number + 1}) button.open")
+    tab.locator("#viewer").wait_for(state="visible")
+    assert wait_for_images(tab, "#viewer img")
+    assert_boxes_drawn(tab.locator("#viewer-frame"), hit, len(hit["boxes"]))
+    labels = tab.locator("#viewer-frame .hit-box .label").all_inner_texts()
+    assert labels == [f"{index + 1}: {box[4]:.2f}" for index, box in enumerate(hit["boxes"])]
+    assert tab.locator("#viewer-box-list li").count() == len(hit["boxes"])
+    assert tab.locator("#viewer-query").is_visible()  # the query beside the page
+    assert tab.get_attribute("#viewer-item", "alt").startswith(f"Archive page {hit['id']}: ")
+    assert tab.locator("#viewer-use").is_hidden() and tab.locator("#viewer-locate").is_hidden()
+    assert tab.locator("#viewer-search-box").is_disabled()
+    screenshot(tab, "8-page-viewer")
+    tab.keyboard.press("Escape")
+    tab.locator("#viewer").wait_for(state="hidden")
+
+    # a hit's best box searches again, as a box drawn on that page
+    tab.click("#results li:first-child button.use")
+    wait_for_search(tab, 2)
+    assert first_result(tab) == page_id
+    assert f"(page {page_id})" in tab.inner_text("#query-caption")
+
+
+def test_browse_pages_draw_a_box_on_one_and_search_with_it(pages_tab, page_archive):
+    tab = pages_tab
+    page_id, _, (x, y, w, h) = page_archive["pages"][2]
+    tab.click("#browse")
+    tab.wait_for_selector(f"#results li[data-item-id='{page_id}']")
+    assert "Pages 1–4 of 4" in tab.inner_text("#results-status")
+    assert tab.locator("#results .hit-box").count() == 0
+    assert tab.locator("#results button.use").count() == 0  # a page is opened, then boxed
+    tab.click(f"#results li[data-item-id='{page_id}'] button.open")
+    tab.locator("#viewer").wait_for(state="visible")
+    assert wait_for_images(tab, "#viewer-frame img")
+    assert tab.locator("#viewer-query-figure").is_hidden()
+    assert tab.locator("#viewer-search-box").is_disabled()
+    # the opened page has the focus: arrows make a box, Escape clears it (the page stays open)
+    assert tab.evaluate("document.activeElement.id") == "viewer-frame"
+    tab.keyboard.press("ArrowRight")
+    assert tab.locator("#viewer-frame .drawn-box").count() == 1
+    assert tab.locator("#viewer-search-box").is_enabled()
+    tab.keyboard.press("Escape")
+    assert tab.locator("#viewer-frame .drawn-box").count() == 0
+    assert tab.locator("#viewer").is_visible()
+
+    frame = tab.locator("#viewer-frame").bounding_box()  # 1 px border around the page
+    scale = (frame["width"] - 2) / 500
+    left, top = frame["x"] + 1, frame["y"] + 1
+    tab.mouse.move(left + (x - 8) * scale, top + (y - 8) * scale)
+    tab.mouse.down()
+    tab.mouse.move(left + (x + w + 8) * scale, top + (y + h + 8) * scale, steps=4)
+    tab.mouse.up()
+    drawn = tab.locator("#viewer-frame .drawn-box").bounding_box()
+    assert abs(drawn["x"] - (left + (x - 8) * scale)) < 3
+    assert abs(drawn["width"] - (w + 16) * scale) < 3
+    assert tab.locator("#viewer-search-box").is_enabled()
+    screenshot(tab, "9-page-box-drawn")
+
+    tab.click("#viewer-search-box")
+    wait_for_search(tab, 1)
+    assert first_result(tab) == page_id
+    assert f"(page {page_id})" in tab.inner_text("#query-caption")
+    assert tab.locator("#whole-image").is_hidden()  # a page is searched by a box, not whole
+    screenshot(tab, "10-page-box-search")
+
+    # the box on the query page can be moved with the keyboard; Enter searches again
+    tab.focus("#query-canvas")
+    tab.keyboard.press("ArrowRight")
+    tab.keyboard.press("Enter")
+    wait_for_search(tab, 2)
+    assert tab.locator("#results li").count() == 4
+    assert tab.locator("img:not([alt]), img[alt='']").count() == 0

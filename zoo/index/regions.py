@@ -92,6 +92,37 @@ def check_page_size(path):
                          f"megapixel limit; downscale it (e.g. to 400 dpi) and add it again")
 
 
+def code_words(packed):
+    """Packed codes uint8 [N, B] as uint64 words [N, ceil(B / 8)] (zero-padded), for
+    `nearest_codes`."""
+    packed = np.ascontiguousarray(packed, np.uint8)
+    width = -(-packed.shape[1] // 8) * 8
+    if width != packed.shape[1]:
+        padded = np.zeros((len(packed), width), np.uint8)
+        padded[:, : packed.shape[1]] = packed
+        packed = padded
+    return packed.view(np.uint64).reshape(len(packed), width // 8)
+
+
+def nearest_codes(words, query_words, count):
+    """(rows int64, distances int32) of the `count` codes nearest to the query by Hamming
+    distance, ordered by distance, then row (as a stable sort of a full scan). words: uint64
+    [N, W] (`code_words`). A scan with numpy's popcount; the cut-off distance comes from a
+    histogram of the (small, integer) distances rather than a partial sort, so selecting costs
+    a pass, not a sort."""
+    if words.shape[1] == 1:
+        distances = np.bitwise_count(words[:, 0] ^ query_words[0])
+    else:
+        distances = np.bitwise_count(words ^ query_words[None, :]).sum(axis=1, dtype=np.int32)
+    count = min(int(count), len(distances))
+    cumulative = np.cumsum(np.bincount(distances))
+    cutoff = int(np.searchsorted(cumulative, count))  # the least d with count codes at <= d
+    below = np.flatnonzero(distances < cutoff)
+    rows = np.concatenate([below, np.flatnonzero(distances == cutoff)[: count - len(below)]])
+    order = np.lexsort((rows, distances[rows]))
+    return rows[order].astype(np.int64), distances[rows[order]].astype(np.int32)
+
+
 def group_by_page(region_ids, scores, table, higher_is_better, k, offset=0):
     """Group ranked regions by page: [(page, [(row, score), ...])], pages ordered by their best
     region (ties by page id), regions of a page best first. `table`: int64 [N, 5] rows of

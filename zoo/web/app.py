@@ -3,15 +3,24 @@ static page in zoo/web/static/ (plain HTML, CSS and JavaScript, no build step, n
 other hosts).
 
     GET  /                                   the page
-    GET  /api/info                           index size, models, limits
+    GET  /api/info                           index kind and size, models, limits
     GET  /api/items?offset=&limit=           archive items, in index order
     GET  /api/items/{id}                     one item's metadata
-    GET  /api/items/{id}/thumbnail           a small image of the item (at most 160 px)
+    GET  /api/items/{id}/thumbnail           a small image of the item (160 px, a page 320 px)
     GET  /api/items/{id}/image               the item's image file
     POST /api/search?model=&mode=&k=&offset=[&box=x,y,w,h]   body: the query image's bytes
     GET  /api/search?item=ID&model=&mode=&k=&offset=          an archive item as the query
+    GET  /api/search?item=ID&box=x,y,w,h&...  region index: a box drawn on indexed page ID
          (search and items: &thumbnails=inline adds small thumbnails as data: URLs)
     POST /api/locate?item=ID|box=x,y,w,h&model=              body: a page photograph
+
+An index of images (`"kind": "images"` in /api/info) searches and lists images. A region index
+of page photographs (`Index.build(..., regions=True)`; `"kind": "regions"`, with `pages` and
+`regions` counts) lists pages, and its search hits are pages: each also has the page's `width`
+and `height`, its best matching region `box` [x, y, w, h] and all its matching regions `boxes`
+[[x, y, w, h, score], ...], best first, in page pixels (the page draws them over the page's
+thumbnail and image). An item of a region index is a whole page: `item=ID` searches with a
+box drawn on it (`box=` is required, and refused for an index of images).
 
 The app is read-only: it opens the index and the image files the index registered, and writes
 nothing. Images are served by item id only, never by a path from the request. Uploads are
@@ -36,8 +45,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from zoo.web.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, crop_box, decode_upload, \
-    too_large
+from zoo.web.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, clip_box, crop_box, \
+    decode_upload, too_large
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,7 @@ MODES = ("embedding", "hamming")
 PAGE_SIZE = 24
 MAX_K = 200
 THUMBNAIL_SIZE = 160
+PAGE_THUMBNAIL_SIZE = 320  # a page's thumbnail: its marks must still be told apart
 SMALL_FILE_BYTES = 64 * 1024  # a small image file in a browser format is its own thumbnail
 HEATMAP_SIDE = 512
 LOCATE_MAX_SIDE = 1600  # pixels: larger page photographs are searched at this size
@@ -125,6 +135,7 @@ class SearchService:
         if not 1 <= page_size <= MAX_K:
             raise ValueError(f"Expected a page size from 1 to {MAX_K}, got {page_size}.")
         self.index = index
+        self.regions = bool(index.is_region_index)  # items are pages, hits have boxes
         self.name = name
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
@@ -176,6 +187,23 @@ class SearchService:
                                    f"{len(self.index) - 1}.")
         return item_id
 
+    def page_box(self, item_id, value):
+        """The `box=x,y,w,h` of a search by archive item `item_id`: on a page of a region index
+        the mark to search with, clipped to the page -> (x, y, w, h); None for an index of
+        images, whose items are searched whole."""
+        if not self.regions:
+            if value:
+                raise UploadError(400, "box= with item= is a mark drawn on a page of a region "
+                                       "index; this index holds images: POST the cropped image "
+                                       "instead.")
+            return None
+        if not value:
+            raise UploadError(400, f"Archive item {item_id} is a whole page: add box=x,y,w,h "
+                                   f"(a mark drawn on the page, in its pixels) to search with "
+                                   f"part of it.")
+        item, _ = self.item_file(item_id)  # 404 when the page's file is gone
+        return clip_box(value, item.metadata["width"], item.metadata["height"])
+
     # -- JSON shapes -----------------------------------------------------------------------
 
     @staticmethod
@@ -185,13 +213,16 @@ class SearchService:
 
     def item_json(self, item, inline=False):
         """An item as the page sees it: id, file name (relative to the archive), metadata,
-        thumbnail and image URLs; with `inline`, also `thumbnail_data` (a data: URL) where
-        that costs no image work (see inline_thumbnail)."""
+        thumbnail and image URLs (a page of a region index: also its `width` and `height`);
+        with `inline`, also `thumbnail_data` (a data: URL) where that costs no image work (see
+        inline_thumbnail)."""
         metadata = {key: value for key, value in (item.metadata or {}).items()
                     if key not in ("path", "absolute_path")}
         entry = {"id": int(item.id), "name": self.item_name(item), "metadata": metadata,
                  "thumbnail": f"/api/items/{int(item.id)}/thumbnail",
                  "image": f"/api/items/{int(item.id)}/image"}
+        if self.regions:
+            entry.update(width=int(metadata["width"]), height=int(metadata["height"]))
         if inline:
             data_url = self.inline_thumbnail(item)
             if data_url is not None:
@@ -214,10 +245,14 @@ class SearchService:
         return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
     def info(self):
-        return {"name": self.name, "items": len(self.index), "models": list(self.index.models),
+        info = {"name": self.name, "kind": "regions" if self.regions else "images",
+                "items": len(self.index), "models": list(self.index.models),
                 "modes": list(MODES), "page_size": self.page_size,
                 "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
                 "locate": _locate_available(), "read_only": True}
+        if self.regions:
+            info.update(pages=len(self.index), regions=self.index.region_count)
+        return info
 
     def items(self, offset, limit, inline=False):
         items = self.index.items(offset=offset, limit=limit)
@@ -226,14 +261,18 @@ class SearchService:
 
     # -- search and locate -----------------------------------------------------------------
 
-    def search(self, query, model, mode, k, offset, inline=False):
-        """`query`: a decoded PIL image (Index.search) or an archive item id (Index.similar,
-        its stored encoding). Asks for one hit more than shown to tell whether a next page
-        exists."""
+    def search(self, query, model, mode, k, offset, inline=False, box=None):
+        """`query`: a decoded PIL image (Index.search) or an archive item id: with `box`
+        (x, y, w, h) a mark drawn on that page of a region index (Index.search_box), else the
+        item's stored encoding (Index.similar). Asks for one hit more than shown to tell
+        whether a next page exists. A region index's hits are pages with their boxes."""
         started = time.perf_counter()
         with self.lock:
             one_thread_per_query()
-            if isinstance(query, int):
+            if box is not None:
+                hits = self.index.search_box(query, box, k=k + 1, model=model, mode=mode,
+                                             offset=offset)
+            elif isinstance(query, int):
                 hits = self.index.similar(query, k=k + 1, model=model, mode=mode, offset=offset)
             else:
                 hits = self.index.search(query, k=k + 1, model=model, mode=mode, offset=offset)
@@ -242,10 +281,18 @@ class SearchService:
         for hit in hits[:k]:
             entry = self.item_json(hit, inline)
             entry.update(rank=int(hit.rank), score=_plain_number(hit.score))
+            if self.regions:
+                entry.update(box=[int(value) for value in hit.box],
+                             boxes=[[*(int(value) for value in found[:4]),
+                                     _plain_number(found[4])] for found in hit.boxes])
             results.append(entry)
         bits = int(self.index.model_info(model)["num_bits"])
-        return {"model": model, "mode": mode, "offset": offset, "k": k, "bits": bits,
-                "has_more": len(hits) > k, "hits": results, "search_ms": round(1000 * took, 1)}
+        answer = {"model": model, "mode": mode, "offset": offset, "k": k, "bits": bits,
+                  "has_more": len(hits) > k, "hits": results,
+                  "search_ms": round(1000 * took, 1)}
+        if box is not None:
+            answer["query_box"] = list(box)  # as searched: clipped to the page
+        return answer
 
     def locate(self, page, template, model):
         """zoo.locating.locate of `template` (a path or PIL image) over the PIL image `page`
@@ -289,20 +336,22 @@ class SearchService:
 
     def thumbnail(self, item_id):
         """(bytes, media type) of a small image of the item: the file itself when it is
-        already small and in a format browsers show, else a PNG at most THUMBNAIL_SIZE a side."""
+        already small and in a format browsers show, else a PNG at most THUMBNAIL_SIZE a side
+        (a page of a region index: PAGE_THUMBNAIL_SIZE)."""
         cached = self.thumbnails.get(item_id)
         if cached is not None:
             return cached
         item, path = self.item_file(item_id)
+        side = PAGE_THUMBNAIL_SIZE if self.regions else THUMBNAIL_SIZE
         try:
             with Image.open(path) as image:
                 kind = image.format
-                if kind in BROWSER_FORMATS and max(image.size) <= THUMBNAIL_SIZE and \
+                if kind in BROWSER_FORMATS and max(image.size) <= side and \
                         os.path.getsize(path) <= SMALL_FILE_BYTES:
                     with open(path, "rb") as stream:
                         thumbnail = stream.read(), BROWSER_FORMATS[kind]
                 else:
-                    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE),
+                    image.thumbnail((side, side),
                                     Image.Resampling.LANCZOS)  # decodes large JPEGs reduced
                     image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA")
                                           else "RGB")
@@ -314,14 +363,16 @@ class SearchService:
         return thumbnail
 
     def warm_up(self):
-        """Load every model's query encoder and searchers, so that the first search is fast."""
+        """Load every model's query encoder and searchers, so that the first search is fast.
+        A region index searches its codes and reads only the candidates' embeddings from disk:
+        its embedding searcher (every region's embedding in memory) is not made."""
         if len(self.index) == 0:
             return
         path = self.index.item(0).path
         for model in self.index.models:
             try:
                 with self.lock:
-                    for mode in MODES:
+                    for mode in ("hamming",) if self.regions else MODES:
                         self.index.searcher(model, mode)
                     with Image.open(path) as image:
                         image.load()
@@ -491,8 +542,9 @@ def create_app(index, name="index", max_upload_bytes=MAX_UPLOAD_BYTES, max_pixel
             raise UploadError(400, "Expected item=ID to search with an archive item, or POST "
                                    "an image.")
         item_id = service.item_id(request.query_params["item"])
+        box = service.page_box(item_id, request.query_params.get("box"))
         return JSONResponse(await run_in_threadpool(service.search, item_id, model, mode, k,
-                                                    offset, inline_thumbnails(request)))
+                                                    offset, inline_thumbnails(request), box))
 
     async def locate(request):
         if not _locate_available():
@@ -554,8 +606,10 @@ def serve(index_path, host="127.0.0.1", port=8080, max_upload_mb=MAX_UPLOAD_BYTE
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can search the archive "
                     "and see its images", host)
-    print(f"searching {len(index)} items of {index_path} at http://{_url_host(host)}:{port}/ "
-          f"(Ctrl+C stops)", flush=True)
+    size = f"{len(index)} pages ({index.region_count} regions)" if index.is_region_index else \
+        f"{len(index)} items"
+    print(f"searching {size} of {index_path} at http://{_url_host(host)}:{port}/ (Ctrl+C stops)",
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -89,15 +89,22 @@ def decode_upload(data, max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS):
     return image
 
 
-def crop_box(image, box):
-    """Crop a PIL image to `box` = "x,y,w,h" in pixels (clipped to the image)."""
+def clip_box(box, width, height):
+    """`box` = "x,y,w,h" in pixels clipped to a `width` x `height` image -> (x, y, w, h);
+    refuses a box that holds no part of the image."""
     try:
         x, y, w, h = (int(round(float(part))) for part in str(box).split(","))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UploadError(400, f"Expected box=x,y,width,height in pixels, got {box!r}.") from None
     left, top = max(0, x), max(0, y)
-    right, bottom = min(image.width, x + w), min(image.height, y + h)
+    right, bottom = min(width, x + w), min(height, y + h)
     if right - left < 2 or bottom - top < 2:
-        raise UploadError(400, f"The box {box} holds no part of the {image.width}×{image.height} "
-                               f"image; draw it around the mark.")
-    return image.crop((left, top, right, bottom)), (left, top, right - left, bottom - top)
+        raise UploadError(400, f"The box {box} holds no part of the {width}×{height} image; "
+                               f"draw it around the mark.")
+    return left, top, right - left, bottom - top
+
+
+def crop_box(image, box):
+    """Crop a PIL image to `box` = "x,y,w,h" in pixels (clipped to the image)."""
+    left, top, w, h = clip_box(box, image.width, image.height)
+    return image.crop((left, top, left + w, top + h)), (left, top, w, h)

@@ -14,6 +14,7 @@ const state = {
   box: null,           // {x, y, w, h} in image pixels, drawn by the user
   crop: null,          // {key, blob, url}: the boxed region as PNG
   overlay: null,       // locate result: {heat: ImageBitmap, boxes: [...]}
+  pageView: null,      // region index, the viewer's page: {item, box: {x, y, w, h} | null}
   view: "idle",        // "search" | "browse"
   offset: 0,
   results: [],
@@ -56,6 +57,15 @@ function options() {
   };
 }
 
+function isRegionIndex() {
+  // The index's items are page photographs and its hits pages with boxes (zoo/index/regions.py).
+  return state.info.kind === "regions";
+}
+
+function scoreText(score, mode) {
+  return mode === "hamming" ? `Hamming distance ${score}` : `similarity ${Number(score).toFixed(3)}`;
+}
+
 function humanBytes(bytes) {
   if (bytes >= 1 << 20) return (bytes / (1 << 20)).toFixed(1) + " MB";
   if (bytes >= 1 << 10) return (bytes / (1 << 10)).toFixed(0) + " KB";
@@ -73,8 +83,16 @@ async function init() {
     return;
   }
   const info = state.info;
-  $("summary").textContent =
-    `${info.items.toLocaleString()} items in ${info.name}; models: ${info.models.join(", ")}`;
+  const size = isRegionIndex()
+    ? `${info.pages.toLocaleString()} pages (${info.regions.toLocaleString()} marked regions)`
+    : `${info.items.toLocaleString()} items`;
+  $("summary").textContent = `${size} in ${info.name}; models: ${info.models.join(", ")}`;
+  if (isRegionIndex()) {
+    $("results").classList.add("pages");
+    $("browse").textContent = "Browse the pages";
+    $("results-status").textContent = "Choose an image of a mark to find the pages it is on, " +
+      "or browse the pages and draw a box around a mark on one.";
+  }
   for (const model of info.models) {
     const option = document.createElement("option");
     option.value = option.textContent = model;
@@ -113,7 +131,23 @@ async function init() {
   $("locate-box").addEventListener("click", () => locate({box: state.box}));
   $("clear-overlay").addEventListener("click", () => { state.overlay = null; $("clear-overlay").hidden = true; drawQuery(); });
   $("viewer-close").addEventListener("click", () => $("viewer").close());
-  setUpBoxDrawing($("query-canvas"));
+  $("viewer-search-box").addEventListener("click", searchWithPageBox);
+  setUpBoxDrawing($("query-canvas"), {
+    size: () => state.bitmap,
+    getBox: () => state.box,
+    setBox: (box) => { state.box = box; },
+    redraw: drawQuery,
+    drawn: () => search(0),
+    submit: () => search(0),
+  });
+  setUpBoxDrawing($("viewer-frame"), {
+    size: () => state.pageView && state.pageView.item,
+    getBox: () => state.pageView.box,
+    setBox: (box) => { state.pageView.box = box; },
+    redraw: drawPageBox,
+    drawn: () => {},
+    submit: searchWithPageBox,
+  });
   window.addEventListener("resize", drawQuery);
 }
 
@@ -130,7 +164,7 @@ function turnPage(direction) {
 
 // ---- the query image -----------------------------------------------------------------------
 
-async function setQueryFile(blob, name, itemId) {
+async function setQueryFile(blob, name, itemId, box = null) {
   clearMessage();
   const limit = state.info.max_upload_bytes;
   if (itemId === null && blob.size > limit) {
@@ -145,7 +179,7 @@ async function setQueryFile(blob, name, itemId) {
   state.queryBlob = blob;
   state.queryName = name;
   state.queryItem = itemId;
-  state.box = null;
+  state.box = box;
   state.crop = null;
   state.overlay = null;
   $("clear-overlay").hidden = true;
@@ -156,13 +190,14 @@ async function setQueryFile(blob, name, itemId) {
   }
   $("query-figure").hidden = !state.bitmap;
   $("query-tools").hidden = !state.bitmap;
-  $("query-caption").textContent = itemId === null ? name : `${name} (archive item ${itemId})`;
+  $("query-caption").textContent = itemId === null ? name
+    : `${name} (${isRegionIndex() ? "page" : "archive item"} ${itemId})`;
   $("query-canvas").setAttribute("aria-label", `The query image: ${name}. Draw a box to search part of it.`);
   drawQuery();
   await search(0);
 }
 
-async function useItemAsQuery(item) {
+async function useItemAsQuery(item, box = null) {
   if ($("viewer").open) $("viewer").close();
   let blob;
   try {
@@ -173,7 +208,7 @@ async function useItemAsQuery(item) {
     showMessage(`Archive item ${item.id} cannot be shown: ${error.message}`);
     return;
   }
-  await setQueryFile(blob, item.name, item.id);
+  await setQueryFile(blob, item.name, item.id, box);
 }
 
 function drawQuery() {
@@ -185,7 +220,6 @@ function drawQuery() {
   const scale = Math.min(maxWidth / bitmap.width, maxHeight / bitmap.height, 4);
   canvas.width = Math.max(1, Math.round(bitmap.width * scale));
   canvas.height = Math.max(1, Math.round(bitmap.height * scale));
-  canvas.dataset.scale = String(scale);
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   if (state.overlay) {
@@ -209,6 +243,7 @@ function drawQuery() {
     context.strokeRect(b.x * scale, b.y * scale, b.w * scale, b.h * scale);
     context.setLineDash([]);
   }
+  $("whole-image").hidden = isIndexedPage();  // a page of a region index is searched by a box
   $("locate-box").hidden = !isPagePhoto() || !state.info.locate;
   $("locate-box").disabled = !state.box;
   $("locate-box").title = state.box ? "" : "Draw a box around a mark first";
@@ -220,51 +255,61 @@ function isPagePhoto() {
     Math.min(state.bitmap.width, state.bitmap.height) >= PAGE_MIN_SIDE;
 }
 
-function setUpBoxDrawing(canvas) {
+function isIndexedPage() {
+  // The query is a page of a region index (searched with a box drawn on it, by its id).
+  return isRegionIndex() && state.queryItem !== null;
+}
+
+function setUpBoxDrawing(element, target) {
+  // Draw a box on `element` (the query canvas, or a page in the viewer) with the pointer or
+  // the keyboard. `target`: size() -> the image's {width, height} (null: nothing to draw on),
+  // getBox() and setBox(box) in image pixels, redraw(), drawn() when a box is let go,
+  // submit() on Enter.
   let start = null;
   const toImage = (event) => {
-    const rect = canvas.getBoundingClientRect();
-    const scale = parseFloat(canvas.dataset.scale || "1") * (rect.width / canvas.width);
+    const rect = element.getBoundingClientRect();
+    const size = target.size();
+    const scale = element.clientWidth / size.width;  // screen pixels per image pixel
     return {
-      x: Math.min(Math.max((event.clientX - rect.left) / scale, 0), state.bitmap.width),
-      y: Math.min(Math.max((event.clientY - rect.top) / scale, 0), state.bitmap.height),
+      x: Math.min(Math.max((event.clientX - rect.left - element.clientLeft) / scale, 0), size.width),
+      y: Math.min(Math.max((event.clientY - rect.top - element.clientTop) / scale, 0), size.height),
       scale,
     };
   };
-  canvas.addEventListener("pointerdown", (event) => {
-    if (!state.bitmap) return;
+  element.addEventListener("pointerdown", (event) => {
+    if (!target.size()) return;
     start = toImage(event);
-    canvas.setPointerCapture(event.pointerId);
+    element.setPointerCapture(event.pointerId);
   });
-  canvas.addEventListener("pointermove", (event) => {
+  element.addEventListener("pointermove", (event) => {
     if (!start) return;
-    const point = toImage(event);
-    state.box = boxFrom(start, point);
-    drawQuery();
+    target.setBox(boxFrom(start, toImage(event)));
+    target.redraw();
   });
-  canvas.addEventListener("pointerup", (event) => {
+  element.addEventListener("pointerup", (event) => {
     if (!start) return;
     const point = toImage(event);
     const box = boxFrom(start, point);
     const tiny = box.w * point.scale < 6 || box.h * point.scale < 6;
     start = null;
-    state.box = tiny ? null : box;
-    drawQuery();
-    if (!tiny) search(0);
+    target.setBox(tiny ? null : box);
+    target.redraw();
+    if (!tiny) target.drawn();
   });
-  canvas.addEventListener("keydown", (event) => {
-    if (!state.bitmap) return;
-    const width = state.bitmap.width, height = state.bitmap.height;
+  element.addEventListener("keydown", (event) => {
+    const size = target.size();
+    if (!size) return;
+    const width = size.width, height = size.height;
     const step = Math.max(1, Math.round(Math.max(width, height) / 50));
     const moves = {ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step]};
     if (event.key in moves) {
       event.preventDefault();
-      if (!state.box) {
-        state.box = {x: Math.round(width / 3), y: Math.round(height / 3),
-                     w: Math.round(width / 3), h: Math.round(height / 3)};
+      const b = target.getBox();
+      if (!b) {
+        target.setBox({x: Math.round(width / 3), y: Math.round(height / 3),
+                       w: Math.round(width / 3), h: Math.round(height / 3)});
       } else {
         const [dx, dy] = moves[event.key];
-        const b = state.box;
         if (event.shiftKey) {
           b.w = Math.min(Math.max(step, b.w + dx), width - b.x);
           b.h = Math.min(Math.max(step, b.h + dy), height - b.y);
@@ -273,14 +318,14 @@ function setUpBoxDrawing(canvas) {
           b.y = Math.min(Math.max(0, b.y + dy), height - b.h);
         }
       }
-      drawQuery();
+      target.redraw();
     } else if (event.key === "Enter") {
       event.preventDefault();
-      search(0);
-    } else if (event.key === "Escape" && state.box) {
+      target.submit();
+    } else if (event.key === "Escape" && target.getBox()) {
       event.preventDefault();
-      state.box = null;
-      drawQuery();
+      target.setBox(null);
+      target.redraw();
     }
   });
 }
@@ -313,6 +358,11 @@ async function cropBlob() {
 
 async function search(offset) {
   if (!state.queryBlob) return;
+  if (isIndexedPage() && !state.box) {
+    showMessage(`Draw a box around a mark on ${state.queryName} to search the archive with it.`, "info");
+    $("results-status").textContent = "Draw a box on the page to search.";
+    return;
+  }
   const seq = ++state.requestSeq;
   const {model, mode, k} = options();
   const params = new URLSearchParams({model, mode, k: String(k), offset: String(offset),
@@ -322,7 +372,11 @@ async function search(offset) {
   const started = performance.now();
   let answer;
   try {
-    if (state.box && state.bitmap) {
+    if (isIndexedPage()) {  // the server crops the box from the page file it indexed
+      params.set("item", String(state.queryItem));
+      params.set("box", boxParam(state.box));
+      answer = await api("/api/search?" + params);
+    } else if (state.box && state.bitmap) {
       answer = await api("/api/search?" + params, {method: "POST", body: await cropBlob()});
     } else if (state.queryItem !== null) {
       params.set("item", String(state.queryItem));
@@ -340,14 +394,15 @@ async function search(offset) {
   if (seq !== state.requestSeq) return;
   state.view = "search";
   state.offset = offset;
-  const scoreName = mode === "hamming" ? "Hamming distance" : "similarity";
   renderGrid(answer.hits, answer.has_more, (hit) => ({
     rank: hit.rank,
-    score: mode === "hamming" ? `${scoreName} ${hit.score} / ${answer.bits} bits` : `${scoreName} ${hit.score.toFixed(3)}`,
+    score: scoreText(hit.score, mode) + (mode === "hamming" ? ` / ${answer.bits} bits` : ""),
+    places: hit.boxes ? hit.boxes.length : 0,
   }));
   const elapsed = Math.round(performance.now() - started);
   $("results-status").textContent =
-    `Matches ${offset + 1}–${offset + answer.hits.length} by ${mode === "hamming" ? "Hamming distance" : "embedding similarity"} ` +
+    `${isRegionIndex() ? "Pages" : "Matches"} ${offset + 1}–${offset + answer.hits.length} ` +
+    `by ${mode === "hamming" ? "Hamming distance" : "embedding similarity"} ` +
     `(${model}), ${elapsed} ms.`;
   state.searchesShown += 1;
   document.body.dataset.searchDone = String(state.searchesShown);  // for tests and benchmarks
@@ -368,8 +423,9 @@ async function browse(offset) {
   state.view = "browse";
   state.offset = offset;
   renderGrid(answer.items, offset + answer.items.length < answer.total, null);
-  $("results-status").textContent =
-    `Archive items ${offset + 1}–${offset + answer.items.length} of ${answer.total}: pick one to search with it.`;
+  $("results-status").textContent = isRegionIndex()
+    ? `Pages ${offset + 1}–${offset + answer.items.length} of ${answer.total}: open one and draw a box around a mark to search with it.`
+    : `Archive items ${offset + 1}–${offset + answer.items.length} of ${answer.total}: pick one to search with it.`;
 }
 
 async function locate(what) {
@@ -441,13 +497,25 @@ function renderGrid(items, hasMore, describe) {
     const open = document.createElement("button");
     open.type = "button";
     open.className = "open";
-    const image = document.createElement("img");
-    image.src = item.thumbnail_data || item.thumbnail;  // inline when the server had it at hand
-    image.alt = `Archive item ${item.id}: ${item.name}`;
-    image.decoding = "async";
-    open.append(image);
+    const thumbnail = item.thumbnail_data || item.thumbnail;  // inline when the server had it at hand
+    if (item.width && item.height) {  // a page: its best box (a hit's) drawn over it
+      const frame = document.createElement("div");
+      frame.style.width = `${100 * Math.min(1, item.width / item.height)}%`;  // fit the square
+      showPage(frame, item, thumbnail, item.box ? [item.boxes[0]] : [], false);
+      open.classList.add("page-thumbnail");
+      open.append(frame);
+    } else {
+      const image = document.createElement("img");
+      image.src = thumbnail;
+      image.alt = `Archive item ${item.id}: ${item.name}`;
+      image.decoding = "async";
+      open.append(image);
+    }
     if (describe) {
       open.setAttribute("aria-label", `Open match ${item.rank}: ${item.name}`);
+      open.addEventListener("click", () => openViewer(item));
+    } else if (isRegionIndex()) {
+      open.setAttribute("aria-label", `Open page ${item.name} to draw a box on it`);
       open.addEventListener("click", () => openViewer(item));
     } else {
       open.setAttribute("aria-label", `Search with ${item.name}`);
@@ -462,6 +530,12 @@ function renderGrid(items, hasMore, describe) {
       line.querySelector(".rank").textContent = `#${facts.rank}`;
       line.querySelector(".score").textContent = facts.score;
       card.append(line);
+      if (facts.places > 1) {
+        const places = document.createElement("span");
+        places.className = "places";
+        places.textContent = `${facts.places} matching places on the page`;
+        card.append(places);
+      }
     }
     const name = document.createElement("span");
     name.className = "name";
@@ -474,13 +548,13 @@ function renderGrid(items, hasMore, describe) {
       fillMetadata(list, entries);
       card.append(list);
     }
-    const use = document.createElement("button");
-    use.type = "button";
-    use.className = "use secondary";
-    use.textContent = describe ? "Use as query" : "Search with this";
-    use.setAttribute("aria-label", `Search with ${item.name}`);
-    use.addEventListener("click", () => useItemAsQuery(item));
-    card.append(use);
+    if (item.box) {  // a page hit: search again with the mark found on it
+      card.append(useButton("Search with this mark", `Search with the mark boxed on ${item.name}`,
+                            () => useItemAsQuery(item, boxObject(item.box))));
+    } else if (!isRegionIndex()) {
+      card.append(useButton(describe ? "Use as query" : "Search with this", `Search with ${item.name}`,
+                            () => useItemAsQuery(item)));
+    }
     grid.append(card);
   });
   const k = options().k;
@@ -490,31 +564,144 @@ function renderGrid(items, hasMore, describe) {
   $("page-label").textContent = items.length ? `Page ${Math.floor(state.offset / k) + 1}` : "No results";
 }
 
-function openViewer(item) {
+function useButton(text, label, action) {
+  const use = document.createElement("button");
+  use.type = "button";
+  use.className = "use secondary";
+  use.textContent = text;
+  use.setAttribute("aria-label", label);
+  use.addEventListener("click", action);
+  return use;
+}
+
+// ---- pages of a region index: boxes over the page ------------------------------------------
+
+function boxObject([x, y, w, h]) {
+  return {x, y, w, h};
+}
+
+function placeBox(element, page, box) {
+  // Position `element` over `box` {x, y, w, h} (page pixels) of a page shown at any size.
+  element.style.left = `${100 * box.x / page.width}%`;
+  element.style.top = `${100 * box.y / page.height}%`;
+  element.style.width = `${100 * box.w / page.width}%`;
+  element.style.height = `${100 * box.h / page.height}%`;
+}
+
+function showPage(frame, page, src, boxes, labelled) {
+  // `frame` shows `page` (an item with width and height) from the image `src`, with `boxes`
+  // [[x, y, w, h, score], ...] over it: the first (the best) green, the others orange, with
+  // their number and score when `labelled`. The frame keeps the page's proportions.
+  frame.classList.add("frame", "page");
+  frame.style.aspectRatio = `${page.width} / ${page.height}`;
+  const image = frame.querySelector("img") || frame.appendChild(document.createElement("img"));
+  image.src = src;
+  image.alt = `Archive page ${page.id}: ${page.name}` + (page.box
+    ? `, the best match boxed in green at x ${page.box[0]}, y ${page.box[1]}` : "");
+  image.decoding = "async";
+  image.draggable = false;
+  const layer = frame.querySelector(".boxes") || frame.appendChild(document.createElement("div"));
+  layer.className = "boxes";
+  layer.setAttribute("aria-hidden", "true");  // the boxes are also given in words
+  layer.replaceChildren();
+  const mode = options().mode;
+  boxes.forEach((box, index) => {
+    const element = document.createElement("div");
+    element.className = "hit-box" + (index === 0 ? " best" : "");
+    placeBox(element, page, boxObject(box));
+    if (labelled) {
+      const label = document.createElement("span");
+      label.className = "label" + (box[1] < 0.08 * page.height ? " below" : "");
+      label.textContent = `${index + 1}: ${mode === "hamming" ? box[4] : box[4].toFixed(2)}`;
+      element.append(label);
+    }
+    layer.append(element);
+  });
+}
+
+function drawPageBox() {
+  // The box drawn on the viewer's page (dashed), and the button that searches with it.
+  const view = state.pageView;
+  const layer = $("viewer-frame").querySelector(".boxes");
+  let drawn = layer.querySelector(".drawn-box");
+  if (view.box) {
+    if (!drawn) drawn = layer.appendChild(document.createElement("div"));
+    drawn.className = "drawn-box";
+    placeBox(drawn, view.item, view.box);
+  } else if (drawn) {
+    drawn.remove();
+  }
+  const button = $("viewer-search-box");
+  button.disabled = !view.box;
+  button.title = view.box ? `Search with the box at x ${view.box.x}, y ${view.box.y} (${view.box.w}×${view.box.h} px)`
+    : "Draw a box around a mark on the page first";
+}
+
+function searchWithPageBox() {
+  const {item, box} = state.pageView || {};
+  if (box) useItemAsQuery(item, {...box});
+}
+
+function openPageView(item, match) {
+  // The viewer's page, large, with every matching box of a hit; a box can be drawn on it.
+  const frame = $("viewer-frame");
+  showPage(frame, item, item.image, item.boxes || [], true);
+  frame.style.width = `min(100%, ${(58 * item.width / item.height).toFixed(2)}vh)`;
+  frame.tabIndex = 0;  // draw a box with the keyboard too (setUpBoxDrawing)
+  frame.setAttribute("role", "img");
+  frame.setAttribute("aria-label", `${$("viewer-item").alt}. Draw a box around a mark with the ` +
+                     "mouse, or with the arrow keys (Shift+arrows resize); Enter searches with it.");
+  state.pageView = {item, box: null};
+  drawPageBox();
+  const list = $("viewer-box-list");
+  list.replaceChildren(...(item.boxes || []).map(([x, y, w, h, score], index) => {
+    const entry = document.createElement("li");
+    entry.className = index === 0 ? "best" : "";
+    entry.textContent = `${scoreText(score, options().mode)} at x ${x}, y ${y} (${w}×${h} px)`;
+    return entry;
+  }));
+  list.hidden = !match;
+  $("viewer-item-caption").textContent = match
+    ? `${item.name}: ${item.boxes.length} matching place${item.boxes.length === 1 ? "" : "s"}, ` +
+      `the best (green) ${scoreText(item.score, options().mode)}`
+    : `${item.name}, ${item.width}×${item.height} px`;
+}
+
+async function openViewer(item) {
   const viewer = $("viewer");
-  $("viewer-title").textContent = `Match ${item.rank}: ${item.name}`;
+  const match = item.rank !== undefined;  // a search hit, or a page picked while browsing
+  const pages = isRegionIndex();
+  $("viewer-title").textContent = match ? `Match ${item.rank}: ${item.name}` : `Page: ${item.name}`;
+  viewer.classList.toggle("pages", pages);
+  $("viewer-query-figure").hidden = !match;
+  $("viewer-page-tools").hidden = !pages;
   const queryImage = $("viewer-query");
-  if (state.box && state.crop) queryImage.src = state.crop.url;
-  else {
+  if (state.box && state.bitmap) {
+    await cropBlob();
+    queryImage.src = state.crop.url;
+  } else if (match) {
     if (queryImage.dataset.url) URL.revokeObjectURL(queryImage.dataset.url);
     queryImage.dataset.url = URL.createObjectURL(state.queryBlob);
     queryImage.src = queryImage.dataset.url;
   }
   queryImage.alt = `The query: ${state.queryName}${state.box ? " (boxed region)" : ""}`;
-  const itemImage = $("viewer-item");
-  itemImage.src = item.image;
-  itemImage.alt = `Archive item ${item.id}: ${item.name}`;
-  const score = state.results.length && options().mode === "hamming"
-    ? `Hamming distance ${item.score}` : `similarity ${Number(item.score).toFixed(3)}`;
-  $("viewer-item-caption").textContent = `${item.name}, ${score}`;
+  if (pages) {
+    openPageView(item, match);
+  } else {
+    const itemImage = $("viewer-item");
+    itemImage.src = item.image;
+    itemImage.alt = `Archive item ${item.id}: ${item.name}`;
+    $("viewer-item-caption").textContent = `${item.name}, ${scoreText(item.score, options().mode)}`;
+  }
   fillMetadata($("viewer-metadata"), [["archive item", String(item.id)], ["file", item.name],
                                       ...metadataEntries(item, true)]);
+  $("viewer-use").hidden = pages;  // a page is searched with a box drawn on it
   $("viewer-use").onclick = () => useItemAsQuery(item);
-  const canLocate = isPagePhoto() && state.info.locate;
+  const canLocate = !pages && isPagePhoto() && state.info.locate;
   $("viewer-locate").hidden = !canLocate;
   $("viewer-locate").onclick = () => { viewer.close(); locate({item: item.id}); };
   viewer.showModal();
-  $("viewer-close").focus();
+  (pages ? $("viewer-frame") : $("viewer-close")).focus();  // a page: ready to draw a box on
 }
 
 document.addEventListener("DOMContentLoaded", init);
