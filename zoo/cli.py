@@ -183,12 +183,40 @@ def cmd_index_build(args):
     from zoo.index import Index
     from zoo.index.index import DEFAULT_MODELS, DEFAULT_REGION_MODELS, format_report
 
+    if args.from_shards is not None or args.source is None:
+        return _index_build_from_shards(args)
     models = args.model or (DEFAULT_REGION_MODELS if args.regions else DEFAULT_MODELS)
     try:
         index = Index.build(args.out, args.source, models=models,
                             server=args.server, batch_size=args.batch_size,
                             metadata=_archive_metadata(args.meta), chunk_size=args.chunk_size,
                             regions=args.regions)
+    except KeyboardInterrupt:
+        sys.exit("\nzoo index build: interrupted; rerun the same command to resume.")
+    print(format_report(index.report))
+    print(_index_summary(index))
+
+
+def _index_build_from_shards(args):
+    """`zoo index build --from-shards DIR --out X [--model NAME]`: an index from Beam shards."""
+    from zoo.index import Index
+    from zoo.index.index import format_report
+
+    if args.from_shards is None:
+        raise ValueError("Expected a folder of images to index, or --from-shards DIR.")
+    if args.source is not None:
+        raise ValueError(f"Give a folder of images or --from-shards, not both (got "
+                         f"{args.source!r} and --from-shards {args.from_shards!r}).")
+    if args.regions or args.server:
+        raise ValueError("--regions and --server do not apply to --from-shards: the shards are "
+                         "encoded already, and say whether they hold regions.")
+    if args.model and len(args.model) > 1:
+        raise ValueError("Shards hold one model's encodings: give --model once.")
+    try:
+        index = Index.build_from_shards(args.out, args.from_shards,
+                                        model=args.model[0] if args.model else None,
+                                        metadata=_archive_metadata(args.meta),
+                                        chunk_size=args.chunk_size)
     except KeyboardInterrupt:
         sys.exit("\nzoo index build: interrupted; rerun the same command to resume.")
     print(format_report(index.report))
@@ -261,21 +289,47 @@ def cmd_locate(args):
         print(f"heat map: {draw_locate(args.page, found, args.out)}")
 
 
-def _beam_encode_parser():
-    """`zoo beam encode`'s own flags; every other flag goes to Beam's PipelineOptions."""
+def _beam_parser(command, description, files):
+    """The flags every `zoo beam` pipeline takes; every other flag goes to Beam."""
     parser = argparse.ArgumentParser(
-        prog="zoo beam encode", allow_abbrev=False,
-        description="Encode image files with an exported SavedModel in an Apache Beam pipeline "
-                    "into .npz embedding/code shards (zoo/beam_pipeline.py).",
+        prog=f"zoo beam {command}", allow_abbrev=False, description=description,
         epilog="Other flags go to Beam, e.g. --runner=DataflowRunner --project=P --region=R "
                "--temp_location=gs://B/tmp --setup_file=./setup.py (see README.md).")
     parser.add_argument("--model-dir", required=True,
                         help="an exported version directory, e.g. models/sketch_gan_merchant/1")
     parser.add_argument("--input", required=True, action="append",
-                        help="glob of image files, or a folder (repeat for several)")
+                        help=f"glob of {files}, or a folder (repeat for several)")
     parser.add_argument("--output", required=True, help="folder for the shards and errors")
+    return parser
+
+
+def _beam_encode_parser():
+    """`zoo beam encode`'s own flags; every other flag goes to Beam's PipelineOptions."""
+    parser = _beam_parser(
+        "encode", "Encode image files with an exported SavedModel in an Apache Beam pipeline "
+                  "into .npz embedding/code shards (zoo/beam_pipeline.py).", "image files")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    parser.add_argument("--max-file-mb", type=float, default=64,
+                        help="larger files are reported as errors, not read")
+    return parser
+
+
+def _beam_regions_parser():
+    """`zoo beam regions`' own flags; every other flag goes to Beam's PipelineOptions."""
+    parser = _beam_parser(
+        "regions", "Propose the candidate regions of page photographs, encode them with an "
+                   "exported SavedModel in an Apache Beam pipeline, and write .npz region "
+                   "shards for `zoo index build --from-shards` (zoo/beam_pipeline.py).",
+        "page photographs")
+    parser.add_argument("--proposals", metavar="JSON_OR_FILE",
+                        help="region proposal settings (zoo.proposals.ProposalSettings) as JSON "
+                             "text or a .json file; default: the defaults")
+    parser.add_argument("--shard-size", type=int, default=500, help="pages per shard")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="region crops per model call")
+    parser.add_argument("--pages-per-batch", type=int, default=8,
+                        help="pages per RunInference batch")
     parser.add_argument("--max-file-mb", type=float, default=64,
                         help="larger files are reported as errors, not read")
     return parser
@@ -293,6 +347,22 @@ def cmd_beam_encode(args):
                        max_file_mb=options.max_file_mb)
     print(f"{run.state}: {run.images_encoded} images encoded, {run.files_failed} files failed; "
           f"shard files: {run.shards_written} in {options.output} (failures in errors-*.jsonl)")
+
+
+def cmd_beam_regions(args):
+    options, pipeline_args = _beam_regions_parser().parse_known_args(args.args)
+    try:
+        from zoo.beam_pipeline import encode_regions
+    except ImportError as error:
+        raise ValueError(f"Apache Beam is not installed ({error}); install the extra: "
+                         f"pip install -e '.[beam]'.") from None
+    run = encode_regions(options.model_dir, options.input, options.output, pipeline_args,
+                         proposals=options.proposals, shard_size=options.shard_size,
+                         batch_size=options.batch_size, pages_per_batch=options.pages_per_batch,
+                         max_file_mb=options.max_file_mb)
+    print(f"{run.state}: {run.pages_encoded} pages encoded ({run.regions_encoded} regions), "
+          f"{run.files_failed} files failed; shard files: {run.shards_written} in "
+          f"{options.output} (failures in errors-*.jsonl)")
 
 
 def cmd_export(args):
@@ -465,7 +535,12 @@ def build_parser():
     actions = sub.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="encode a folder of images into a new index "
                                              "(progress bar; rerun to resume)")
-    build.add_argument("source", help="folder of images (recursive)")
+    build.add_argument("source", nargs="?",
+                       help="folder of images (recursive); not with --from-shards")
+    build.add_argument("--from-shards", metavar="DIR_OR_GLOB",
+                       help="index the shards of a `zoo beam regions` (a region index) or "
+                            "`zoo beam encode` run instead of encoding files; --model must be "
+                            "the registered model that encoded them (default: theirs)")
     build.add_argument("--out", required=True, help="index directory to write, e.g. my.idx")
     build.add_argument("--model", action="append",
                        help="registered model (repeat for several; default sketch_gan_merchant, "
@@ -540,6 +615,12 @@ def build_parser():
         help="image files -> .npz embedding/code shards (zoo beam encode --help)")
     encode.add_argument("args", nargs=argparse.REMAINDER)  # parsed by _beam_encode_parser
     encode.set_defaults(run=cmd_beam_encode)
+    regions = beam_actions.add_parser(
+        "regions", prefix_chars="+", add_help=False,
+        help="page photographs -> .npz shards of their encoded candidate regions, for `zoo "
+             "index build --from-shards` (zoo beam regions --help)")
+    regions.add_argument("args", nargs=argparse.REMAINDER)  # parsed by _beam_regions_parser
+    regions.set_defaults(run=cmd_beam_regions)
 
     sub = commands.add_parser("bench", help="training speed vs. a plain reference loop")
     sub.add_argument("name")

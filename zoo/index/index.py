@@ -171,17 +171,7 @@ class Index:
         """
         out_path = os.path.abspath(os.fspath(out_path))
         models = _models_tuple(models or (DEFAULT_REGION_MODELS if regions else DEFAULT_MODELS))
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"Expected archive metadata as a dict; got "
-                             f"{type(metadata).__name__}.")
-        if os.path.exists(os.path.join(out_path, store.MANIFEST)):
-            raise ValueError(f"{out_path!r} already holds an index; add files to it with "
-                             f"`zoo index add` (Index.open(path).add), or choose another path.")
-        if os.path.exists(out_path) and not os.path.isdir(out_path):
-            raise ValueError(f"{out_path!r} is a file; an index is written as a directory.")
-        if os.path.isdir(out_path) and not os.path.isdir(store.pending_dir(out_path)) and \
-                set(os.listdir(out_path)) - {store.LOCK}:
-            raise ValueError(f"{out_path!r} exists and is not an index; choose a new path.")
+        _check_new_index(out_path, metadata)
         if proposals is not None and not regions:
             raise ValueError("Proposal settings are for region indexes: pass regions=True.")
         settings = None
@@ -195,6 +185,38 @@ class Index:
                          chunk_size=chunk_size, workers=workers, known_paths=set(),
                          regions=settings)
         index = cls.open(out_path, server=server)
+        index.report = report
+        return index
+
+    @classmethod
+    def build_from_shards(cls, out_path, shards, model=None, metadata=None, progress=True,
+                          chunk_size=None):
+        """A new index `out_path` from the shards of an Apache Beam run (zoo/beam_pipeline.py,
+        the [beam] extra), returned opened: `zoo beam regions` shards become a region index
+        (pages, their regions and proposal settings), `zoo beam encode` shards an index of
+        images. `shards`: the run's output folder (its errors-*.jsonl become the report's
+        skipped files) or a glob of shard files.
+
+        `model`: the registered zoo model the shards were encoded with (default: the name the
+        shards record), which encodes the queries in-process; shards of another model, or whose
+        embedding size, code length or image size are not the registered model's, are refused
+        (ValueError). Written like `build` (chunks in .pending, one segment, the manifest
+        last); rerunning an interrupted one continues it.
+        """
+        try:
+            from zoo.beam_pipeline import load_shards
+        except ImportError as error:
+            raise ValueError(f"Reading Beam shards needs Apache Beam ({error}); install the "
+                             f"extra: pip install -e '.[beam]'.") from None
+        out_path = os.path.abspath(os.fspath(out_path))
+        _check_new_index(out_path, metadata)
+        source = os.fspath(shards)
+        encoded = load_shards(source)
+        record = _shards_model_record(encoded, model, source)
+        os.makedirs(out_path, exist_ok=True)
+        report = _ingest_shards(out_path, encoded, record, source, metadata, progress,
+                                chunk_size)
+        index = cls.open(out_path)
         index.report = report
         return index
 
@@ -494,11 +516,13 @@ class Index:
             raise ValueError(f"Expected candidates to be a non-negative integer or None; got "
                              f"{candidates!r}.")
         if mode == "hamming" or candidates:
-            searcher = self.searcher(name, "hamming")
+            with self._lock:
+                if ("words", name) not in self._searchers:
+                    self._searchers["words", name] = region_search.code_words(self.codes(name))
+                words = self._searchers["words", name]
             wanted = min(len(table), int(candidates or 0) or len(table))
-            distances, rows = searcher.index.search(packed[None], wanted)
-            rows, distances = rows[0].astype(np.int64), distances[0]
-            distances, rows = distances[rows >= 0], rows[rows >= 0]
+            rows, distances = region_search.nearest_codes(
+                words, region_search.code_words(packed[None])[0], wanted)
             if mode == "hamming":
                 scores = distances.astype(np.int64)
             else:
@@ -518,6 +542,22 @@ class Index:
 
 
 # ----------------------------------------------------------------------------- ingesting
+
+
+def _check_new_index(out_path, metadata):
+    """ValueError unless `out_path` can become a new index (absent, empty, or an interrupted
+    build) and `metadata` is a dict or None."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"Expected archive metadata as a dict; got "
+                         f"{type(metadata).__name__}.")
+    if os.path.exists(os.path.join(out_path, store.MANIFEST)):
+        raise ValueError(f"{out_path!r} already holds an index; add files to it with "
+                         f"`zoo index add` (Index.open(path).add), or choose another path.")
+    if os.path.exists(out_path) and not os.path.isdir(out_path):
+        raise ValueError(f"{out_path!r} is a file; an index is written as a directory.")
+    if os.path.isdir(out_path) and not os.path.isdir(store.pending_dir(out_path)) and \
+            set(os.listdir(out_path)) - {store.LOCK}:
+        raise ValueError(f"{out_path!r} exists and is not an index; choose a new path.")
 
 
 def _ingest(directory, manifest, models, source, kind, server, batch_size, progress, archive,
@@ -654,6 +694,150 @@ def _encode_to_chunks(directory, paths, done, root, encoders, kind, progress, ch
                 log.warning("skipped %s: %s", path, reason)
             bar.update(len(items) + len(chunk_errors))
     return errors, warnings
+
+
+# ----------------------------------------------------------------------------- from shards
+
+SHARD_PAGE_CHUNK = 1024  # pages a chunk when ingesting shards (nothing to encode: big chunks)
+SHARD_IMAGE_CHUNK = 16384
+
+
+def _shards_model_record(encoded, model, source):
+    """The index's model record for shards (zoo.beam_pipeline.Shards) encoded by `model` (a
+    registered zoo model; default the shards' own): the in-process encoder's record, after
+    checking that the shards are that model's."""
+    from zoo.index.encoding import LocalEncoder
+    from zoo.registry import get_entry
+
+    shard_name = encoded.model.rsplit("/", 1)[0]
+    name = store.check_model_name(model or shard_name)
+    if name != shard_name:
+        raise ValueError(f"The shards in {source!r} were encoded by {encoded.model}, not by "
+                         f"{name!r}: queries encoded by {name} would not match them. Build the "
+                         f"index with the model that encoded them (--model {shard_name}).")
+    try:
+        get_entry(name)
+    except ValueError as error:
+        raise ValueError(f"The shards in {source!r} were encoded by {encoded.model}, and "
+                         f"{name!r} is not a registered zoo model, so queries could not be "
+                         f"encoded for the index ({error})") from None
+    encoder = LocalEncoder(name)
+    record = dict(encoder.record)
+    encoder.close()
+    found = {"embedding_dim": encoded.embeddings.shape[1], "num_bits": encoded.bits.shape[1],
+             "image_size": encoded.image_size}
+    wrong = [f"{key} {value} (the registered model's: {record[key]})"
+             for key, value in found.items() if value is not None and value != record[key]]
+    if wrong:
+        raise ValueError(f"The shards in {source!r} do not fit the registered model {name!r}: "
+                         f"they hold {', '.join(wrong)}; refusing to index them, as queries "
+                         f"encoded by {name} could not be compared with them.")
+    record["encoded_from"] = encoded.model
+    return record
+
+
+def _shard_root(paths):
+    """The deepest folder ('/'-separated) holding every path: relative paths start below it."""
+    parts = [path.split("/")[:-1] for path in paths]
+    common = parts[0] if parts else []
+    for other in parts[1:]:
+        length = 0
+        while length < min(len(common), len(other)) and common[length] == other[length]:
+            length += 1
+        common = common[:length]
+    return "/".join(common)
+
+
+def _ingest_shards(directory, encoded, record, source, archive, progress, chunk_size):
+    """Write the shards' pages (or images) into .pending chunks (after any chunks an
+    interrupted run left), then commit them as the index's first segment. -> AddReport."""
+    from tqdm.auto import tqdm
+
+    regions = ProposalSettings.from_json(encoded.proposals) if encoded.kind == "regions" \
+        else None
+    chunk_size = chunk_size or (SHARD_PAGE_CHUNK if regions is not None else SHARD_IMAGE_CHUNK)
+    if chunk_size < 1:
+        raise ValueError(f"Expected chunk_size >= 1, got {chunk_size}.")
+    name = record["name"]
+    paths = [path if "://" in path else os.path.abspath(path) for path in map(str,
+                                                                              encoded.paths)]
+    root = _shard_root(paths)
+    starts = np.searchsorted(encoded.page, np.arange(len(paths) + 1))
+    with store.writer_lock(directory):
+        progress_record = _pending_progress(directory, None, [name], regions)
+        if progress_record is not None and progress_record.get("shards") != source:
+            raise ValueError(f"{directory!r} holds an interrupted build of "
+                             f"{progress_record.get('shards') or 'image files'}, not of the "
+                             f"shards {source!r}; rerun it as it was started, or delete "
+                             f"{store.pending_dir(directory)!r} to start over.")
+        done, resumed = set(), 0
+        for path in store.pending_chunk_files(directory):
+            items, chunk_errors, _, _ = store.read_chunk(path, [])
+            done.update(item["path"] for item in items)
+            done.update(error[0] for error in chunk_errors)
+            resumed += len(items)
+        if progress_record is None:
+            records = [record]
+            progress_record = {"kind": "build", "token": uuid.uuid4().hex, "models": [name],
+                               "records": records, "started": store.now(),
+                               "metadata": archive, "encoded_by": f"beam ({encoded.model})",
+                               "regions": regions.to_json() if regions else None,
+                               "shards": source}
+            store.start_pending(directory, progress_record)
+        else:
+            records = progress_record["records"]
+            _check_compatible(records[0], record, f"Cannot resume {directory!r}")
+        todo = [number for number, path in enumerate(paths) if path not in done]
+        errors = [(str(path), str(reason)) for path, reason in encoded.errors
+                  if path not in done]
+        chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+        if errors and not chunks:
+            chunks = [[]]
+        existing = store.pending_chunk_files(directory)
+        number = max((int(os.path.basename(path)[6:12]) for path in existing), default=-1) + 1
+        with tqdm(total=len(paths), initial=len(paths) - len(todo), desc="index from shards",
+                  unit="page" if regions is not None else "img", disable=not progress) as bar:
+            for chunk in chunks:
+                items, rows, table = [], [], []
+                for position, page in enumerate(chunk):
+                    page_rows = np.arange(starts[page], starts[page + 1])
+                    metadata = {"relative_path": paths[page][len(root):].lstrip("/"),
+                                **encoded.pages[page]}
+                    if regions is not None:
+                        metadata["regions"] = int(len(page_rows))
+                        table.append(np.concatenate(
+                            [np.full((len(page_rows), 1), position, np.int64),
+                             encoded.boxes[page_rows]], axis=1))
+                    items.append({"path": paths[page], "metadata": metadata})
+                    rows.append(page_rows)
+                rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+                arrays = {name: (encoded.embeddings[rows],
+                                 np.packbits(encoded.bits[rows].astype(np.uint8), axis=1))}
+                if regions is not None:
+                    table = np.concatenate(table) if table else np.zeros((0, 5), np.int64)
+                else:
+                    table = None
+                store.write_chunk(directory, number, items, errors, [], arrays, regions=table)
+                number += 1
+                bar.update(len(chunk))
+                errors = []
+        chunk_files = store.pending_chunk_files(directory)
+        added, skipped = 0, []
+        for path in chunk_files:
+            items, chunk_errors, _, _ = store.read_chunk(path, [])
+            added += len(items)
+            skipped += chunk_errors
+        if added == 0:
+            store.clear_pending(directory)
+            raise ValueError(f"The shards in {source!r} hold no pages or images to index.")
+        store.commit_segment(
+            directory, None, records, chunk_files,
+            segment_info={"kind": "build", "ingest": progress_record["token"],
+                          "encoded_by": progress_record["encoded_by"], "source": source},
+            archive=archive or progress_record.get("metadata"),
+            regions=regions.to_json() if regions is not None else None)
+        store.clear_pending(directory)
+    return AddReport(added=added, skipped=skipped, resumed=resumed)
 
 
 # ----------------------------------------------------------------------------- presenting
