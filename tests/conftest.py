@@ -17,3 +17,27 @@ def small_corpus():
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture()
+def zoo_server(tmp_path):
+    """start(name) -> a running `zoo serve` (serving.launch) of the shipped model `name`,
+    exported as version 1 under tmp_path; stopped when the test ends."""
+    from serving.launch import start_server
+
+    import zoo
+
+    servers = []
+
+    def start(name):
+        base = str(tmp_path / "models")
+        zoo.load(name).export(base, 1)
+        config = tmp_path / "models.config"
+        config.write_text(f'model_config_list {{ config {{ name: "{name}" base_path: '
+                          f'"{os.path.join(base, name)}" model_platform: "tensorflow" }} }}\n')
+        servers.append(start_server("python", str(config), {name: [1]}, log_dir=str(tmp_path)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

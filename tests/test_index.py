@@ -433,27 +433,16 @@ def test_cli_build_add_search_and_grid(archive, tmp_path, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_encoding_through_a_running_server_matches_in_process(archive, tmp_path, built):
-    from serving.launch import start_server
-
-    import zoo
-
-    base = str(tmp_path / "models")
-    zoo.load(MODEL).export(base, 1)
-    config = tmp_path / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "{MODEL}" base_path: '
-                      f'"{os.path.join(base, MODEL)}" model_platform: "tensorflow" }} }}\n')
-    server = start_server("python", str(config), {MODEL: [1]}, log_dir=str(tmp_path))
-    try:
-        index = Index.build(str(tmp_path / "served.idx"), archive["folder"], models=MODEL,
-                            server=server.target, progress=False)
-        assert [item.path for item in index.items()] == archive["paths"]
-        np.testing.assert_allclose(index.embeddings(), built.embeddings(MODEL), atol=1e-4)
-        agreement = np.mean(np.unpackbits(index.codes()) == np.unpackbits(built.codes(MODEL)))
-        assert agreement > 0.995
-        assert index.manifest["segments"][0]["encoded_by"] == server.target
-        served = Index.open(index.path, server=server.target)
-        hits = served.search(archive["paths"][7], k=3)
-        assert hits[0].id == 7 and hits[0].score == pytest.approx(1.0, abs=1e-4)
-    finally:
-        server.stop()
+def test_encoding_through_a_running_server_matches_in_process(archive, tmp_path, built,
+                                                              zoo_server):
+    server = zoo_server(MODEL)
+    index = Index.build(str(tmp_path / "served.idx"), archive["folder"], models=MODEL,
+                        server=server.target, progress=False)
+    assert [item.path for item in index.items()] == archive["paths"]
+    np.testing.assert_allclose(index.embeddings(), built.embeddings(MODEL), atol=1e-4)
+    agreement = np.mean(np.unpackbits(index.codes()) == np.unpackbits(built.codes(MODEL)))
+    assert agreement > 0.995
+    assert index.manifest["segments"][0]["encoded_by"] == server.target
+    served = Index.open(index.path, server=server.target)
+    hits = served.search(archive["paths"][7], k=3)
+    assert hits[0].id == 7 and hits[0].score == pytest.approx(1.0, abs=1e-4)

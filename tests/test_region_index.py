@@ -277,31 +277,20 @@ def test_cli_builds_and_searches_a_page_archive(pages, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[1].split()[2] == "1"
 
 
-def test_region_search_through_a_running_server_equals_in_process(pages, built, tmp_path):
-    from serving.launch import start_server
-
-    import zoo
-
-    base = str(tmp_path / "models")
-    zoo.load(MODEL).export(base, 1)
-    config = tmp_path / "models.config"
-    config.write_text(f'model_config_list {{ config {{ name: "{MODEL}" base_path: '
-                      f'"{os.path.join(base, MODEL)}" model_platform: "tensorflow" }} }}\n')
-    server = start_server("python", str(config), {MODEL: [1]}, log_dir=str(tmp_path))
-    try:
-        index = Index.build(str(tmp_path / "served.idx"), pages["folder"], models=MODEL,
-                            regions=True, server=server.target, progress=False)
-        np.testing.assert_array_equal(index.regions(), built.regions())
-        np.testing.assert_allclose(index.embeddings(), built.embeddings(), atol=1e-4)
-        served = Index.open(index.path, server=server.target)
-        for page in pages["pages"]:
-            remote = served.search(page["query"], k=PAGES)
-            local = built.search(page["query"], k=PAGES)
-            assert [(h.id, h.box) for h in remote] == [(h.id, h.box) for h in local]
-            np.testing.assert_allclose([h.score for h in remote], [h.score for h in local],
-                                       atol=1e-4)
-    finally:
-        server.stop()
+def test_region_search_through_a_running_server_equals_in_process(pages, built, tmp_path,
+                                                                  zoo_server):
+    server = zoo_server(MODEL)
+    index = Index.build(str(tmp_path / "served.idx"), pages["folder"], models=MODEL,
+                        regions=True, server=server.target, progress=False)
+    np.testing.assert_array_equal(index.regions(), built.regions())
+    np.testing.assert_allclose(index.embeddings(), built.embeddings(), atol=1e-4)
+    served = Index.open(index.path, server=server.target)
+    for page in pages["pages"]:
+        remote = served.search(page["query"], k=PAGES)
+        local = built.search(page["query"], k=PAGES)
+        assert [(h.id, h.box) for h in remote] == [(h.id, h.box) for h in local]
+        np.testing.assert_allclose([h.score for h in remote], [h.score for h in local],
+                                   atol=1e-4)
 
 
 def test_the_hamming_candidates_equal_a_numpy_scan(rng):

@@ -142,7 +142,25 @@ def _load_saved_model(model_dir, signatures):
     return model
 
 
-class SavedModelHandler(ModelHandler):
+class _RetryingHandler(ModelHandler):
+    """A RunInference handler whose failing batch is retried example by example, so that only
+    the bad examples become {"error": reason} predictions. Subclasses define `_infer`."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        import tensorflow as tf
+
+        try:
+            return self._infer(batch, model)
+        except tf.errors.OpError as error:
+            if len(batch) == 1:
+                return [{"error": _reason(error)}]
+        return [result for example in batch for result in self.run_inference([example], model)]
+
+    def get_metrics_namespace(self):
+        return METRICS_NAMESPACE
+
+
+class SavedModelHandler(_RetryingHandler):
     """RunInference handler for a zoo SavedModel version directory.
 
     Examples are image file bytes (PNG, JPEG, BMP or GIF, any size or colour); each prediction
@@ -157,17 +175,6 @@ class SavedModelHandler(ModelHandler):
     def load_model(self):
         return _load_saved_model(self.model_dir, ("encode_images", "hash_images"))
 
-    def run_inference(self, batch, model, inference_args=None):
-        import tensorflow as tf
-
-        try:
-            return self._infer(batch, model)
-        except tf.errors.OpError as error:
-            if len(batch) == 1:
-                return [{"error": _reason(error)}]
-        # One or more bad files: find them one by one, keep the others.
-        return [result for example in batch for result in self.run_inference([example], model)]
-
     @staticmethod
     def _infer(batch, model):
         import tensorflow as tf
@@ -181,15 +188,12 @@ class SavedModelHandler(ModelHandler):
     def get_num_bytes(self, batch):
         return sum(len(example) for example in batch)
 
-    def get_metrics_namespace(self):
-        return METRICS_NAMESPACE
-
 
 def _page_bytes(page):
     return int(page["images"].nbytes) if isinstance(page, dict) and "images" in page else 0
 
 
-class RegionModelHandler(ModelHandler):
+class RegionModelHandler(_RetryingHandler):
     """RunInference handler for the prepared regions of page photographs (`zoo beam regions`).
 
     Examples are pages from `_ProposeRegions`: {"images": float32 [M, S, S] region crops
@@ -211,16 +215,6 @@ class RegionModelHandler(ModelHandler):
 
     def load_model(self):
         return _load_saved_model(self.model_dir, ("serving_default", "hash"))
-
-    def run_inference(self, batch, model, inference_args=None):
-        import tensorflow as tf
-
-        try:
-            return self._infer(batch, model)
-        except tf.errors.OpError as error:
-            if len(batch) == 1:
-                return [{"error": _reason(error)}]
-        return [result for page in batch for result in self.run_inference([page], model)]
 
     def _infer(self, batch, model):
         import tensorflow as tf
@@ -245,9 +239,6 @@ class RegionModelHandler(ModelHandler):
 
     def get_num_bytes(self, batch):
         return sum(_page_bytes(page) for page in batch)
-
-    def get_metrics_namespace(self):
-        return METRICS_NAMESPACE
 
 
 # ----------------------------------------------------------------------------- the steps

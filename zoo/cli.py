@@ -335,31 +335,32 @@ def _beam_regions_parser():
     return parser
 
 
-def cmd_beam_encode(args):
-    options, pipeline_args = _beam_encode_parser().parse_known_args(args.args)
+def _beam_pipeline():
     try:
-        from zoo.beam_pipeline import encode_files
+        from zoo import beam_pipeline
     except ImportError as error:
         raise ValueError(f"Apache Beam is not installed ({error}); install the extra: "
                          f"pip install -e '.[beam]'.") from None
-    run = encode_files(options.model_dir, options.input, options.output, pipeline_args,
-                       shard_size=options.shard_size, batch_size=options.batch_size,
-                       max_file_mb=options.max_file_mb)
+    return beam_pipeline
+
+
+def cmd_beam_encode(args):
+    options, pipeline_args = _beam_encode_parser().parse_known_args(args.args)
+    run = _beam_pipeline().encode_files(
+        options.model_dir, options.input, options.output, pipeline_args,
+        shard_size=options.shard_size, batch_size=options.batch_size,
+        max_file_mb=options.max_file_mb)
     print(f"{run.state}: {run.images_encoded} images encoded, {run.files_failed} files failed; "
           f"shard files: {run.shards_written} in {options.output} (failures in errors-*.jsonl)")
 
 
 def cmd_beam_regions(args):
     options, pipeline_args = _beam_regions_parser().parse_known_args(args.args)
-    try:
-        from zoo.beam_pipeline import encode_regions
-    except ImportError as error:
-        raise ValueError(f"Apache Beam is not installed ({error}); install the extra: "
-                         f"pip install -e '.[beam]'.") from None
-    run = encode_regions(options.model_dir, options.input, options.output, pipeline_args,
-                         proposals=options.proposals, shard_size=options.shard_size,
-                         batch_size=options.batch_size, pages_per_batch=options.pages_per_batch,
-                         max_file_mb=options.max_file_mb)
+    run = _beam_pipeline().encode_regions(
+        options.model_dir, options.input, options.output, pipeline_args,
+        proposals=options.proposals, shard_size=options.shard_size,
+        batch_size=options.batch_size, pages_per_batch=options.pages_per_batch,
+        max_file_mb=options.max_file_mb)
     print(f"{run.state}: {run.pages_encoded} pages encoded ({run.regions_encoded} regions), "
           f"{run.files_failed} files failed; shard files: {run.shards_written} in "
           f"{options.output} (failures in errors-*.jsonl)")

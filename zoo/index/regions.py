@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from zoo.index.preprocess import preprocess_numpy
-from zoo.proposals import ProposalSettings, non_max_suppression, propose_regions, region_crops
+from zoo.proposals import non_max_suppression, propose_regions, region_crops
 
 MAX_PAGE_PIXELS = 60_000_000  # 60 megapixels: larger pages are refused
 DEFAULT_CANDIDATES = 4096  # regions re-ranked by their float embeddings
