@@ -276,8 +276,8 @@ class Index:
     def page_regions(self, item_id):
         """int64 [M, 4] (x, y, w, h) of the regions of page `item_id` in a region index."""
         item_id = self.item(item_id).id
-        table = self._region_table()
-        return table[table[:, 0] == item_id, 1:5].copy()
+        rows = np.flatnonzero(self._region_pages() == item_id)
+        return self._gather(self._regions, rows, (5,), np.int64)[:, 1:5]
 
     @property
     def models(self):
@@ -486,19 +486,26 @@ class Index:
             hits.append(Hit(position + 1, item_id, path, score, dict(metadata)))
         return hits
 
-    def _region_table(self):
+    def _region_pages(self):
+        """int32 [R]: the page of every region (4 bytes a region in memory; the boxes stay in
+        the memory-mapped region files)."""
+        if not self.is_region_index:
+            raise ValueError(f"{self.path!r} indexes images, not pages: it has no regions.")
         with self._lock:
-            if "table" not in self._searchers:
-                self._searchers["table"] = self.regions()
-            return self._searchers["table"]
+            if "pages" not in self._searchers:
+                self._searchers["pages"] = np.concatenate(
+                    [np.asarray(table[:, 0], np.int32) for table in self._regions]) \
+                    if self._regions else np.zeros(0, np.int32)
+            return self._searchers["pages"]
 
-    def _embedding_rows(self, name, rows):
-        """float32 [len(rows), D]: the embeddings of `rows`, read from the memory-mapped
-        segment files (only those rows are read)."""
-        blocks = self._embeddings[name]
+    @staticmethod
+    def _gather(blocks, rows, tail, dtype):
+        """dtype [len(rows), *tail]: rows of the concatenated (memory-mapped) segment arrays
+        `blocks`, reading only those rows."""
+        rows = np.asarray(rows, np.int64)
         ends = np.cumsum([len(block) for block in blocks])
         segment = np.searchsorted(ends, rows, side="right")
-        out = np.empty((len(rows), self.model_info(name)["embedding_dim"]), np.float32)
+        out = np.empty((len(rows), *tail), dtype)
         for number in np.unique(segment):
             chosen = segment == number
             start = ends[number] - len(blocks[number])
@@ -507,33 +514,44 @@ class Index:
             out[np.flatnonzero(chosen)[order]] = blocks[number][local[order]]
         return out
 
+    def code_words(self, model=None):
+        """The codes of a region index's regions as uint64 words (8 bytes a 64-bit region),
+        what its search keeps in memory; made on first use (the search page warms it up)."""
+        name = self._model(model)
+        with self._lock:
+            if ("words", name) not in self._searchers:
+                self._searchers["words", name] = region_search.code_words(self.codes(name))
+            return self._searchers["words", name]
+
     def _search_pages(self, name, mode, embedding, packed, k, offset, candidates):
-        table = self._region_table()
-        if not len(table):
+        count = self.region_count
+        if not count:
             return []
         if candidates is not None and (isinstance(candidates, bool) or not isinstance(
                 candidates, (int, np.integer)) or candidates < 0):
             raise ValueError(f"Expected candidates to be a non-negative integer or None; got "
                              f"{candidates!r}.")
         if mode == "hamming" or candidates:
-            with self._lock:
-                if ("words", name) not in self._searchers:
-                    self._searchers["words", name] = region_search.code_words(self.codes(name))
-                words = self._searchers["words", name]
-            wanted = min(len(table), int(candidates or 0) or len(table))
+            words = self.code_words(name)
+            wanted = min(count, int(candidates or 0) or count)
             rows, distances = region_search.nearest_codes(
                 words, region_search.code_words(packed[None])[0], wanted)
             if mode == "hamming":
                 scores = distances.astype(np.int64)
             else:
-                scores = self._embedding_rows(name, rows) @ embedding.astype(np.float32)
+                dim = self.model_info(name)["embedding_dim"]
+                scores = self._gather(self._embeddings[name], rows, (dim,), np.float32) @ \
+                    embedding.astype(np.float32)
         else:
             scores, rows = self.searcher(name, "embedding").search(
-                embedding[None].astype(np.float32), len(table))
+                embedding[None].astype(np.float32), count)
             scores, rows = scores[0], rows[0]
+        # Only the ranked regions' boxes are read, as a table of their own.
+        table = self._gather(self._regions, rows, (5,), np.int64)
         higher = mode != "hamming"
-        grouped = region_search.group_by_page(rows, np.asarray(scores), table, higher, k, offset)
-        return region_search.page_hits(grouped, table, self._items, offset, not higher)
+        grouped = region_search.group_by_page(np.arange(len(rows)), np.asarray(scores), table,
+                                              higher, k, offset)
+        return region_search.page_hits(grouped, table, self._items, offset, not higher, rows)
 
     def close(self):
         for encoder in self._query_encoders.values():

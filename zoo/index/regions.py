@@ -9,9 +9,11 @@ search then ranks the regions and groups them by page.
 Search works in two stages so that it never needs every float embedding in memory:
 
 1. candidates: the query's binary code (the model's 64-bit hash head) against every region's
-   code by Hamming distance (faiss IndexBinaryFlat; 8 bytes a region in memory);
+   code by Hamming distance (`nearest_codes`, a numpy popcount scan; in memory: 8 bytes of
+   code and 4 of page id a region);
 2. re-ranking: the `candidates` nearest regions' float embeddings are read from the index's
-   memory-mapped embedding files and scored by cosine similarity with the query's embedding.
+   memory-mapped embedding files and scored by cosine similarity with the query's embedding;
+   their boxes are read from the memory-mapped region files.
 
 `candidates=None` (or 0) scans every float embedding exactly instead (the reference the
 benchmark measures the two stages against). Hits are pages: `PageHit(rank, id, path, score,
@@ -137,8 +139,9 @@ def group_by_page(region_ids, scores, table, higher_is_better, k, offset=0):
     return ranked[offset : offset + k]
 
 
-def page_hits(grouped, table, items, offset, integer_scores):
-    """PageHits of `group_by_page`'s result; each page's regions are non-maximum suppressed."""
+def page_hits(grouped, table, items, offset, integer_scores, row_ids=None):
+    """PageHits of `group_by_page`'s result; each page's regions are non-maximum suppressed.
+    `row_ids`: the index's row of each `table` row (default: the same)."""
     hits = []
     for rank, (page, regions) in enumerate(grouped, start=offset + 1):
         best = regions[0][1]
@@ -153,8 +156,9 @@ def page_hits(grouped, table, items, offset, integer_scores):
         cast = int if integer_scores else float
         found = [(*(int(v) for v in boxes[i]), cast(scores[i])) for i in kept]
         path, metadata = items[page]
+        region = int(rows[0] if row_ids is None else row_ids[rows[0]])
         hits.append(PageHit(rank, page, path, cast(scores[0]), tuple(found[0][:4]), found,
-                            dict(metadata), int(rows[0])))
+                            dict(metadata), region))
     return hits
 
 

@@ -365,15 +365,19 @@ class SearchService:
     def warm_up(self):
         """Load every model's query encoder and searchers, so that the first search is fast.
         A region index searches its codes and reads only the candidates' embeddings from disk:
-        its embedding searcher (every region's embedding in memory) is not made."""
+        its codes and region table are loaded, no embedding searcher is made."""
         if len(self.index) == 0:
             return
         path = self.index.item(0).path
         for model in self.index.models:
             try:
                 with self.lock:
-                    for mode in ("hamming",) if self.regions else MODES:
-                        self.index.searcher(model, mode)
+                    if self.regions:
+                        self.index.code_words(model)
+                        self.index.page_regions(0)  # loads the region table
+                    else:
+                        for mode in MODES:
+                            self.index.searcher(model, mode)
                     with Image.open(path) as image:
                         image.load()
                         self.index.search(image, k=1, model=model)
