@@ -272,7 +272,8 @@ def main(argv=None):
     root = os.path.join(args.data, f"archive-{spec.num_pages}")
     paths = [os.path.join(root, path) for path in truth["pages"]]
     queries = [os.path.join(root, query["path"]) for query in truth["queries"]]
-    report = {"machine": machine, "spec": spec.identity(), "model": args.model, "candidates": args.candidates, "indexes": {}}
+    report = {"machine": machine, "spec": spec.identity(), "model": args.model,
+              "candidates": args.candidates, "indexes": {}}
 
     for pages in sorted(args.pages):
         hidden = instances(truth, pages)

@@ -136,7 +136,9 @@ def _check_int(name, value, low):
 
 def _rotation_margin(height, width):
     """Pixels from the page edge that a rotation of at most _MAX_ROTATION can move ink by."""
-    return int(math.ceil(0.5 * math.hypot(height, width) * math.sin(math.radians(_MAX_ROTATION)))) + 4
+    return (
+        int(math.ceil(0.5 * math.hypot(height, width) * math.sin(math.radians(_MAX_ROTATION)))) + 4
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,39 +160,59 @@ class PageArchiveSpec:
     hide_among: int | None = None
 
     def __post_init__(self):
-        for name, low in (("num_pages", 1), ("num_queries", 1), ("pages_per_query", 1), ("height", 1),
-                          ("width", 1), ("marks_per_page", 1), ("characters_per_page", 0), ("seed", 0)):
+        for name, low in (
+            ("num_pages", 1),
+            ("num_queries", 1),
+            ("pages_per_query", 1),
+            ("height", 1),
+            ("width", 1),
+            ("marks_per_page", 1),
+            ("characters_per_page", 0),
+            ("seed", 0),
+        ):
             object.__setattr__(self, name, _check_int(name, getattr(self, name), low))
         if self.seed >= _MAX_SEED:
             raise ValueError(f"seed must be below {_MAX_SEED}, got {self.seed}")
         if self.num_queries > _QUERY_ID_STRIDE:
-            raise ValueError(f"num_queries must be at most {_QUERY_ID_STRIDE}, got {self.num_queries}")
+            raise ValueError(
+                f"num_queries must be at most {_QUERY_ID_STRIDE}, got {self.num_queries}"
+            )
         if self.hide_among is not None:
             object.__setattr__(self, "hide_among", _check_int("hide_among", self.hide_among, 1))
             if self.hide_among > self.num_pages:
-                raise ValueError(f"hide_among ({self.hide_among}) must be at most num_pages "
-                                 f"({self.num_pages})")
+                raise ValueError(
+                    f"hide_among ({self.hide_among}) must be at most num_pages "
+                    f"({self.num_pages})"
+                )
         among = self.hiding_pages
         if self.pages_per_query > among:
-            raise ValueError(f"pages_per_query ({self.pages_per_query}) must be at most the number of "
-                             f"pages the queries are hidden among ({among}): each drawing of a query "
-                             f"goes on a different page")
+            raise ValueError(
+                f"pages_per_query ({self.pages_per_query}) must be at most the number of "
+                f"pages the queries are hidden among ({among}): each drawing of a query "
+                f"goes on a different page"
+            )
         if self.num_queries * self.pages_per_query > among * self.marks_per_page:
-            raise ValueError(f"{self.num_queries} queries x {self.pages_per_query} pages = "
-                             f"{self.num_queries * self.pages_per_query} hidden marks do not fit on "
-                             f"{among} pages x {self.marks_per_page} marks per page")
+            raise ValueError(
+                f"{self.num_queries} queries x {self.pages_per_query} pages = "
+                f"{self.num_queries * self.pages_per_query} hidden marks do not fit on "
+                f"{among} pages x {self.marks_per_page} marks per page"
+            )
         margin = _rotation_margin(self.height, self.width)
         usable_h, usable_w = self.height - 2 * margin, self.width - 2 * margin
         if min(usable_h, usable_w) < _MARK_SIDE[1]:
-            raise ValueError(f"A {self.width} x {self.height} page is too small: marks up to "
-                             f"{_MARK_SIDE[1]} px need height and width of at least "
-                             f"{_MARK_SIDE[1] + 2 * margin} px")
+            raise ValueError(
+                f"A {self.width} x {self.height} page is too small: marks up to "
+                f"{_MARK_SIDE[1]} px need height and width of at least "
+                f"{_MARK_SIDE[1] + 2 * margin} px"
+            )
         mark_area = self.marks_per_page * (sum(_MARK_SIDE) / 2 + _GAP) ** 2
         character_area = self.characters_per_page * (sum(_CHARACTER_SIDE) / 2 + _GAP) ** 2
         if mark_area + character_area > _MAX_DENSITY * usable_h * usable_w:
-            raise ValueError(f"{self.marks_per_page} marks and {self.characters_per_page} characters "
-                             f"do not fit on a {self.width} x {self.height} page (they may cover "
-                             f"{_MAX_DENSITY:.0%} of it on average): use fewer or a larger page")
+            raise ValueError(
+                f"{self.marks_per_page} marks and {self.characters_per_page} characters "
+                f"do not fit on a {self.width} x {self.height} page (they may cover "
+                f"{_MAX_DENSITY:.0%} of it on average): use fewer or a larger page"
+            )
 
     @property
     def hiding_pages(self) -> int:
@@ -230,7 +252,9 @@ def query_identity(spec: PageArchiveSpec, query_index: int) -> int:
 def _check_query_index(spec, query_index):
     query_index = _check_int("query_index", query_index, 0)
     if query_index >= spec.num_queries:
-        raise ValueError(f"query_index must be below num_queries ({spec.num_queries}), got {query_index}")
+        raise ValueError(
+            f"query_index must be below num_queries ({spec.num_queries}), got {query_index}"
+        )
     return query_index
 
 
@@ -274,7 +298,9 @@ def _hiding_plan(num_queries, pages_per_query, hiding_pages, marks_per_page, see
             order = np.lexsort((rng.random(hiding_pages), -capacity))
             chosen = np.sort(order[:pages_per_query])
             if capacity[chosen].min() <= 0:
-                raise RuntimeError("hidden marks could not be placed")  # excluded by the spec's checks
+                raise RuntimeError(
+                    "hidden marks could not be placed"
+                )  # excluded by the spec's checks
             capacity[chosen] -= 1
             pages.append(chosen)
     on_page = {}
@@ -291,8 +317,9 @@ def hidden_pages(spec: PageArchiveSpec, query_index: int) -> tuple:
 
 
 def _plan(spec):
-    return _hiding_plan(spec.num_queries, spec.pages_per_query, spec.hiding_pages,
-                        spec.marks_per_page, spec.seed)
+    return _hiding_plan(
+        spec.num_queries, spec.pages_per_query, spec.hiding_pages, spec.marks_per_page, spec.seed
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,8 +345,12 @@ def _find_place(rng, w, h, height, width, margin, taken, gap):
             continue
         boxes = np.asarray(boxes)[None, :, :]
         clear = max(gap, item_gap)
-        hits = ((xs[:, None] < boxes[..., 0] + boxes[..., 2] + clear) & (boxes[..., 0] < xs[:, None] + w + clear)
-                & (ys[:, None] < boxes[..., 1] + boxes[..., 3] + clear) & (boxes[..., 1] < ys[:, None] + h + clear))
+        hits = (
+            (xs[:, None] < boxes[..., 0] + boxes[..., 2] + clear)
+            & (boxes[..., 0] < xs[:, None] + w + clear)
+            & (ys[:, None] < boxes[..., 1] + boxes[..., 3] + clear)
+            & (boxes[..., 1] < ys[:, None] + h + clear)
+        )
         free &= ~hits.any(axis=1)
     first = np.flatnonzero(free)
     return None if len(first) == 0 else (int(xs[first[0]]), int(ys[first[0]]))
@@ -347,17 +378,23 @@ def _mark_layout(spec, page_index):
     for _ in range(spec.marks_per_page):
         side = int(rng.integers(_MARK_SIDE[0], _MARK_SIDE[1] + 1))
         while True:  # shrink a mark that finds no place; the spec's density check makes it rare
-            corner = _find_place(rng, side, side, spec.height, spec.width, margin, [(placed, _GAP)], _GAP)
+            corner = _find_place(
+                rng, side, side, spec.height, spec.width, margin, [(placed, _GAP)], _GAP
+            )
             if corner is not None:
                 break
             if side <= _MARK_SIDE[0] // 2:
-                raise RuntimeError(f"page {page_index}: no place for mark {len(slots) + 1} of "
-                                   f"{spec.marks_per_page}; use fewer marks or a larger page")
+                raise RuntimeError(
+                    f"page {page_index}: no place for mark {len(slots) + 1} of "
+                    f"{spec.marks_per_page}; use fewer marks or a larger page"
+                )
             side = max(_MARK_SIDE[0] // 2, int(side * 0.9))
         slots.append((corner[0], corner[1], side))
         placed.append((corner[0], corner[1], side, side))
     darkness = tuple(float(d) for d in rng.uniform(0.55, 0.9, len(slots)))
-    distractors = tuple(int(i) for i in rng.integers(_DISTRACTOR_ID_LOW, _DISTRACTOR_ID_HIGH, len(slots)))
+    distractors = tuple(
+        int(i) for i in rng.integers(_DISTRACTOR_ID_LOW, _DISTRACTOR_ID_HIGH, len(slots))
+    )
     hidden_order = tuple(int(i) for i in rng.permutation(len(slots)))
     return _MarkLayout(tuple(slots), darkness, distractors, hidden_order, angle)
 
@@ -415,9 +452,11 @@ def _turn(ink, x, y, rotation):
     inverse = matrix.T
     offset = inverse @ (np.array([left, top], float) - centre) + centre - [x, y]
     turned = Image.fromarray(np.ascontiguousarray(ink, np.float32), mode="F").transform(
-        (right - left, bottom - top), Image.Transform.AFFINE,
+        (right - left, bottom - top),
+        Image.Transform.AFFINE,
         (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1]),
-        resample=Image.Resampling.BILINEAR)
+        resample=Image.Resampling.BILINEAR,
+    )
     return np.asarray(turned, np.float32), left, top
 
 
@@ -444,7 +483,7 @@ def _stamp(canvas, x, y, ink, darkness):
     w = min(ink.shape[1], canvas.shape[1] - x)
     if h <= 0 or w <= 0:
         return
-    region = canvas[y:y + h, x:x + w]
+    region = canvas[y : y + h, x : x + w]
     np.maximum(region, darkness * ink[:h, :w], out=region)
 
 
@@ -462,10 +501,12 @@ def _omniglot_zip(omniglot_dir):
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return path
-    raise ValueError(f"No Omniglot zip ({' or '.join(OMNIGLOT_ZIPS)}) found in {root!r}: the pages' "
-                     f"handwriting is read from it. Pass PageArchiveSpec(omniglot_dir=...) or set "
-                     f"ZOO_OMNIGLOT_DIR to the folder holding the official Omniglot zips; nothing is "
-                     f"downloaded.")
+    raise ValueError(
+        f"No Omniglot zip ({' or '.join(OMNIGLOT_ZIPS)}) found in {root!r}: the pages' "
+        f"handwriting is read from it. Pass PageArchiveSpec(omniglot_dir=...) or set "
+        f"ZOO_OMNIGLOT_DIR to the folder holding the official Omniglot zips; nothing is "
+        f"downloaded."
+    )
 
 
 def _omniglot_archive(path):
@@ -493,7 +534,7 @@ def _omniglot_ink(path, index):
     rows, columns = np.nonzero(ink > 0.5)
     if len(rows) == 0:
         return np.ones((2, 2), np.float32)
-    return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+    return ink[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
 
 
 def _resize(ink, w, h):
@@ -516,7 +557,9 @@ def _place_characters(spec, page_index, zip_path, taken, margin):
     for _ in range(spec.characters_per_page):
         source = _omniglot_ink(zip_path, int(rng.integers(count)))
         # Scaled at most a little above the drawing's own size, so the pen stays 2-4 px wide.
-        longer = min(float(rng.uniform(*_CHARACTER_SIDE)), max(_CHARACTER_SIDE[0], 1.15 * max(source.shape)))
+        longer = min(
+            float(rng.uniform(*_CHARACTER_SIDE)), max(_CHARACTER_SIDE[0], 1.15 * max(source.shape))
+        )
         scale = longer / max(source.shape)
         w = max(4, int(round(source.shape[1] * scale)))
         h = max(4, int(round(source.shape[0] * scale)))
@@ -551,7 +594,11 @@ def _scribble_path(rng, length):
     letter = np.minimum((phase / (2 * np.pi)).astype(int), letters - 1)
     # Per letter: its height (ascender, descender or plain) and its loopiness.
     kind = rng.choice(3, letters, p=[0.7, 0.18, 0.12])
-    heights = np.where(kind == 1, rng.uniform(1.8, 2.4, letters), 1.0) * x_height * rng.uniform(0.85, 1.15, letters)
+    heights = (
+        np.where(kind == 1, rng.uniform(1.8, 2.4, letters), 1.0)
+        * x_height
+        * rng.uniform(0.85, 1.15, letters)
+    )
     loopiness = rng.uniform(0.3, 1.6, letters) * pitch / (2 * np.pi)
     loopiness = np.where(kind == 1, np.maximum(loopiness, 1.3 * pitch / (2 * np.pi)), loopiness)
     x = phase * pitch / (2 * np.pi) + loopiness[letter] * np.sin(phase)
@@ -605,7 +652,9 @@ def _place_scribbles(spec, page_index, taken, margin):
         darkness = float(rng.uniform(0.5, 0.85))
         while lines >= 1:
             height = 46 + (lines - 1) * spacing
-            corner = _find_place(rng, block_width, height, spec.height, spec.width, margin, taken, _SMALL_GAP)
+            corner = _find_place(
+                rng, block_width, height, spec.height, spec.width, margin, taken, _SMALL_GAP
+            )
             if corner is not None:
                 break
             lines, block_width = lines - 1, max(150, int(block_width * 0.8))
@@ -614,8 +663,9 @@ def _place_scribbles(spec, page_index, taken, margin):
         polylines = []
         for line in range(lines):
             indent = rng.uniform(0, 25) if line == 0 else rng.uniform(0, 6)
-            length = (block_width - indent) * (rng.uniform(0.4, 0.9) if line == lines - 1 and lines > 1
-                                               else rng.uniform(0.85, 1.0))
+            length = (block_width - indent) * (
+                rng.uniform(0.4, 0.9) if line == lines - 1 and lines > 1 else rng.uniform(0.85, 1.0)
+            )
             points, words = _scribble_path(rng, max(40.0, length - 20))
             points = points + [indent + 4, 30 + line * spacing]  # base line 30 px below the top
             polylines += [points[a:b] for a, b in words if b - a > 1]
@@ -638,9 +688,10 @@ def _smooth_noise(rng, height, width, cell):
 
     cell = max(1, int(round(cell)))
     coarse = rng.standard_normal((height // cell + 3, width // cell + 3)).astype(np.float32)
-    image = Image.fromarray(coarse, mode="F").resize((width + 2 * cell, height + 2 * cell),
-                                                     Image.Resampling.BICUBIC)
-    return np.asarray(image, np.float32)[cell:cell + height, cell:cell + width]
+    image = Image.fromarray(coarse, mode="F").resize(
+        (width + 2 * cell, height + 2 * cell), Image.Resampling.BICUBIC
+    )
+    return np.asarray(image, np.float32)[cell : cell + height, cell : cell + width]
 
 
 def _uniform_noise(rng, shape, std):
@@ -669,7 +720,8 @@ def _paper(rng, height, width):
     field *= 1.0 + rng.uniform(0.02, 0.08) * (np.cos(direction) * u + np.sin(direction) * v)
     field *= 1.0 - rng.uniform(0.03, 0.1) * ((u * u + v * v) / 2) ** 1.5
     full = Image.fromarray(field.astype(np.float32), mode="F").resize(
-        (width, height), Image.Resampling.BICUBIC, box=(0, 0, width / scale, height / scale))
+        (width, height), Image.Resampling.BICUBIC, box=(0, 0, width / scale, height / scale)
+    )
     paper = np.asarray(full, np.float32).copy()
     paper += _uniform_noise(rng, (height, width), rng.uniform(0.01, 0.02))
     for _ in range(int(rng.poisson(3))):  # foxing: small faint brown spots
@@ -679,7 +731,7 @@ def _paper(rng, height, width):
         bottom, right = int(min(height, cy + 3 * radius + 1)), int(min(width, cx + 3 * radius + 1))
         rows = np.arange(top, bottom, dtype=np.float32)[:, None] + 0.5
         columns = np.arange(left, right, dtype=np.float32)[None, :] + 0.5
-        spot = np.exp(-((rows - cy) ** 2 + (columns - cx) ** 2) / (2 * radius ** 2))
+        spot = np.exp(-((rows - cy) ** 2 + (columns - cx) ** 2) / (2 * radius**2))
         paper[top:bottom, left:right] *= 1.0 - rng.uniform(0.03, 0.09) * spot
     return paper
 
@@ -735,14 +787,19 @@ def _turned_marks(spec, page_index):
     merchant marks, turned with the sheet: everything the truth boxes depend on."""
     layout = _mark_layout(spec, page_index)
     rotation = _rotation(spec, layout.angle)
-    return [(identity_id, query, darkness) + _turn(ink, x, y, rotation)
-            for identity_id, query, (x, y, _), darkness, ink in _page_marks(spec, page_index)]
+    return [
+        (identity_id, query, darkness) + _turn(ink, x, y, rotation)
+        for identity_id, query, (x, y, _), darkness, ink in _page_marks(spec, page_index)
+    ]
 
 
 def _hidden_boxes(spec, page_index):
     """[(query_index, box)] of the page as render_page gives them, without the photograph."""
-    return sorted((query, _ink_box(spec, turned, left, top))
-                  for _, query, _, turned, left, top in _turned_marks(spec, page_index) if query is not None)
+    return sorted(
+        (query, _ink_box(spec, turned, left, top))
+        for _, query, _, turned, left, top in _turned_marks(spec, page_index)
+        if query is not None
+    )
 
 
 def render_query(spec: PageArchiveSpec, query_index: int) -> np.ndarray:
@@ -759,7 +816,9 @@ def render_query(spec: PageArchiveSpec, query_index: int) -> np.ndarray:
     x, y = (int(v) for v in rng.integers(0, QUERY_SIZE - side + 1, 2))
     _stamp(darkness, x, y, ink, float(rng.uniform(0.55, 0.9)))
     paper = rng.uniform(0.8, 0.92) + rng.uniform(0.012, 0.022) * rng.standard_normal(darkness.shape)
-    image = ndimage.gaussian_filter(paper * (1.0 - darkness), float(rng.uniform(*_BLUR_SIGMA)), truncate=3.0)
+    image = ndimage.gaussian_filter(
+        paper * (1.0 - darkness), float(rng.uniform(*_BLUR_SIGMA)), truncate=3.0
+    )
     image += rng.uniform(0.004, 0.01) * rng.standard_normal(darkness.shape)
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
@@ -799,13 +858,17 @@ def _write_image(path, image, format, **options):
 
 
 def _write_json(path, value):
-    _write_atomically(path, lambda stream: stream.write((json.dumps(value, indent=1) + "\n").encode()))
+    _write_atomically(
+        path, lambda stream: stream.write((json.dumps(value, indent=1) + "\n").encode())
+    )
 
 
 def _write_page(spec, out_dir, page_index):
     """Render page `page_index` and write it as a JPEG (quality 90); returns the page index."""
     page = render_page(spec, page_index)
-    _write_image(os.path.join(out_dir, _page_name(spec, page_index)), page.image, "JPEG", quality=90)
+    _write_image(
+        os.path.join(out_dir, _page_name(spec, page_index)), page.image, "JPEG", quality=90
+    )
     return page_index
 
 
@@ -817,16 +880,23 @@ def _check_existing(out_dir, identity):
         if os.path.isfile(path):
             with open(path) as stream:
                 recorded = json.load(stream)
-            if recorded.get("spec") != identity["spec"] or recorded.get("omniglot") != identity["omniglot"]:
-                raise ValueError(f"{out_dir!r} holds another page archive ({name}: "
-                                 f"{recorded.get('spec')}, Omniglot {recorded.get('omniglot')!r}); this "
-                                 f"spec is {identity['spec']}, Omniglot {identity['omniglot']!r}. Use "
-                                 f"another folder or delete it.")
+            if (
+                recorded.get("spec") != identity["spec"]
+                or recorded.get("omniglot") != identity["omniglot"]
+            ):
+                raise ValueError(
+                    f"{out_dir!r} holds another page archive ({name}: "
+                    f"{recorded.get('spec')}, Omniglot {recorded.get('omniglot')!r}); this "
+                    f"spec is {identity['spec']}, Omniglot {identity['omniglot']!r}. Use "
+                    f"another folder or delete it."
+                )
             return
     pages = os.path.join(out_dir, "pages")
     if os.path.isdir(pages) and any(n.endswith(".jpg") for n in os.listdir(pages)):
-        raise ValueError(f"{out_dir!r} holds pages but no spec.json or truth.json saying what archive "
-                         f"they belong to; use an empty folder.")
+        raise ValueError(
+            f"{out_dir!r} holds pages but no spec.json or truth.json saying what archive "
+            f"they belong to; use an empty folder."
+        )
 
 
 def _pool_context():
@@ -841,8 +911,9 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
-def write_page_archive(spec: PageArchiveSpec, out_dir: str, progress: bool = True,
-                       workers: int | None = None) -> dict:
+def write_page_archive(
+    spec: PageArchiveSpec, out_dir: str, progress: bool = True, workers: int | None = None
+) -> dict:
     """Write the archive to `out_dir` and return its truth (the content of truth.json):
 
         out_dir/spec.json                  the spec, written first
@@ -871,8 +942,11 @@ def write_page_archive(spec: PageArchiveSpec, out_dir: str, progress: bool = Tru
     if zip_path is not None:
         spec = dataclasses.replace(spec, omniglot_dir=os.path.dirname(os.path.abspath(zip_path)))
         _omniglot_archive(zip_path)
-    identity = {"format": _FORMAT, "spec": spec.identity(),
-                "omniglot": os.path.basename(zip_path) if zip_path else None}
+    identity = {
+        "format": _FORMAT,
+        "spec": spec.identity(),
+        "omniglot": os.path.basename(zip_path) if zip_path else None,
+    }
     os.makedirs(out_dir, exist_ok=True)
     _check_existing(out_dir, identity)
     _write_json(os.path.join(out_dir, "spec.json"), identity)
@@ -884,9 +958,18 @@ def write_page_archive(spec: PageArchiveSpec, out_dir: str, progress: bool = Tru
         if not os.path.isfile(path):
             _write_image(path, render_query(spec, query), "PNG")
 
-    missing = [i for i in range(spec.num_pages) if not os.path.isfile(os.path.join(out_dir, _page_name(spec, i)))]
-    with tqdm(total=spec.num_pages, initial=spec.num_pages - len(missing), desc="pages", unit="page",
-              disable=not progress) as bar:
+    missing = [
+        i
+        for i in range(spec.num_pages)
+        if not os.path.isfile(os.path.join(out_dir, _page_name(spec, i)))
+    ]
+    with tqdm(
+        total=spec.num_pages,
+        initial=spec.num_pages - len(missing),
+        desc="pages",
+        unit="page",
+        disable=not progress,
+    ) as bar:
         if workers <= 1 or len(missing) <= 1:
             for page_index in missing:
                 _write_page(spec, out_dir, page_index)
@@ -894,10 +977,17 @@ def write_page_archive(spec: PageArchiveSpec, out_dir: str, progress: bool = Tru
         else:
             import concurrent.futures
 
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=_pool_context()
+            ) as pool:
                 chunk = max(1, min(16, len(missing) // (4 * workers)))
-                for _ in pool.map(_write_page, [spec] * len(missing), [out_dir] * len(missing), missing,
-                                  chunksize=chunk):
+                for _ in pool.map(
+                    _write_page,
+                    [spec] * len(missing),
+                    [out_dir] * len(missing),
+                    missing,
+                    chunksize=chunk,
+                ):
                     bar.update(1)
 
     # The truth: hidden boxes are recomputed from the marks alone, so pages kept from an
@@ -908,7 +998,9 @@ def write_page_archive(spec: PageArchiveSpec, out_dir: str, progress: bool = Tru
             hidden[query].append({"page": page_index, "box": list(box)})
     truth = dict(identity)
     truth["pages"] = [_page_name(spec, i) for i in range(spec.num_pages)]
-    truth["queries"] = [{"path": _query_name(spec, q), "identity": query_identity(spec, q), "hidden": hidden[q]}
-                        for q in range(spec.num_queries)]
+    truth["queries"] = [
+        {"path": _query_name(spec, q), "identity": query_identity(spec, q), "hidden": hidden[q]}
+        for q in range(spec.num_queries)
+    ]
     _write_json(os.path.join(out_dir, "truth.json"), truth)
     return truth
