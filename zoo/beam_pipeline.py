@@ -285,8 +285,11 @@ class _SplitErrors(beam.DoFn):
             self.failed.inc()
             yield beam.pvalue.TaggedOutput("errors", {"path": path, "error": prediction["error"]})
             return
+        yield self.encoded_row(path, prediction)
+
+    def encoded_row(self, path, prediction):
         self.encoded.inc()
-        yield path, prediction["embedding"], prediction["bits"]
+        return path, prediction["embedding"], prediction["bits"]
 
 
 class _WriteShard(beam.DoFn):
@@ -369,23 +372,18 @@ class _ProposeRegions(beam.DoFn):
                      "height": int(height), "file_size": len(data)}
 
 
-class _SplitRegionErrors(beam.DoFn):
+class _SplitRegionErrors(_SplitErrors):
     """(path, prediction) -> (path, encoded page), or {"path", "error"} to "errors"."""
 
     def __init__(self):
+        super().__init__()
         self.pages = Metrics.counter(METRICS_NAMESPACE, "pages_encoded")
         self.regions = Metrics.counter(METRICS_NAMESPACE, "regions_encoded")
-        self.failed = Metrics.counter(METRICS_NAMESPACE, "files_failed")
 
-    def process(self, keyed):
-        path, prediction = keyed
-        if "error" in prediction:
-            self.failed.inc()
-            yield beam.pvalue.TaggedOutput("errors", {"path": path, "error": prediction["error"]})
-            return
+    def encoded_row(self, path, prediction):
         self.pages.inc()
         self.regions.inc(len(prediction["boxes"]))
-        yield path, prediction
+        return path, prediction
 
 
 class _WriteRegionShard(beam.DoFn):
