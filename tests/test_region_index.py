@@ -16,8 +16,7 @@ from zoo.cli import main
 from zoo.index import Index, store
 from zoo.index import regions as region_search
 from zoo.locating import make_search_page
-from zoo.proposals import (ProposalSettings, box_iou, grid_regions, propose_regions,
-                           region_crops)
+from zoo.proposals import ProposalSettings, box_iou, propose_regions, region_crops
 
 MODEL = "sketch_gan_plus_merchant"
 PAGES = 4
@@ -110,7 +109,7 @@ def test_region_crops_keep_only_their_own_ink():
     assert crops[cross].sum() < 0.5 * crops[ell].sum()
 
 
-def test_proposal_budget_settings_and_the_grid():
+def test_proposal_budget_and_settings():
     strokes = [(20 + 35 * (i // 10), 32 + 35 * (i // 10), 20 + 35 * (i % 10),
                 32 + 35 * (i % 10)) for i in range(60)]  # 60 blots of 12 x 12 px
     page = _page_with(strokes)
@@ -122,8 +121,6 @@ def test_proposal_budget_settings_and_the_grid():
         ProposalSettings(merge_fractions=(0.7,))
     with pytest.raises(ValueError, match="proposal settings with fields"):
         ProposalSettings.from_json({"radius": 3})
-    grid = grid_regions(page, sides=(100,), stride=0.5)
-    assert grid.grid and len(grid) == 5 * 7 and tuple(grid.boxes[-1]) == (300, 200, 100, 100)
 
 
 def test_group_by_page_ranks_pages_by_their_best_region():

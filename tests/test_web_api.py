@@ -48,6 +48,19 @@ def write_pages(folder):
     return written
 
 
+def build_page_index(root):
+    """write_pages in `root` and a region index of them: {"root", "index", "pages": [(page id,
+    query path, truth box)]}."""
+    from zoo.index import Index
+
+    written = write_pages(str(root))
+    index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
+                        regions=True, progress=False)
+    ids = {item.path: item.id for item in index.items()}
+    return {"root": root, "index": index,
+            "pages": [(ids[page], query, truth) for page, query, truth in written]}
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     from zoo.index import Index
@@ -69,15 +82,7 @@ def archive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     """A region index of the PAGES: items are pages, rows their candidate regions."""
-    from zoo.index import Index
-
-    root = tmp_path_factory.mktemp("web_pages")
-    written = write_pages(str(root))
-    index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
-                        regions=True, progress=False)
-    ids = {item.path: item.id for item in index.items()}
-    return {"root": root, "index": index,
-            "pages": [(ids[page], query, truth) for page, query, truth in written]}
+    return build_page_index(tmp_path_factory.mktemp("web_pages"))
 
 
 @pytest.fixture(scope="module")

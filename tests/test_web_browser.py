@@ -4,7 +4,7 @@ Playwright, against `zoo web`'s app over a small generated archive.
 Screenshots are written to test-artifacts/web/ at the repository root (ZOO_TEST_ARTIFACTS
 overrides the folder); the path is printed. The page is tested under its own Content Security
 Policy, so waits use selectors rather than evaluated JavaScript strings. A region index of
-small generated page photographs (test_web_api.write_pages) is served too: page hits with
+small generated page photographs (test_web_api.build_page_index) is served too: page hits with
 their boxes, a page opened large, a box drawn on it.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.web_search import write_archive
-from test_web_api import PAGE_MODEL, api, read, write_pages
+from test_web_api import api, build_page_index, read
 
 MODELS = ("sketch_gan_merchant", "thin_gan_merchant")
 ARTIFACTS = os.environ.get("ZOO_TEST_ARTIFACTS") or os.path.join(
@@ -58,14 +58,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page_archive(tmp_path_factory):
     """A region index of four small page photographs, with a query for each."""
-    from zoo.index import Index
-
-    root = tmp_path_factory.mktemp("web_browser_pages")
-    written = write_pages(str(root))
-    index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
-                        regions=True, progress=False)
-    ids = {item.path: item.id for item in index.items()}
-    return {"index": index, "pages": [(ids[page], query, truth) for page, query, truth in written]}
+    return build_page_index(tmp_path_factory.mktemp("web_browser_pages"))
 
 
 @pytest.fixture(scope="module")

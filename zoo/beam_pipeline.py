@@ -427,7 +427,9 @@ def model_metadata(model_dir):
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             metadata = json.loads(handle.read().decode("utf-8"))
-        f"{metadata['name']}/{metadata['version']}"  # noqa: B018 - both must be there
+        missing = {"name", "version"} - set(metadata)
+        if missing:
+            raise KeyError(f"no {' or '.join(sorted(missing))}")
         return metadata
     except Exception as error:
         raise ValueError(f"Expected --model-dir to be an exported zoo SavedModel version "
@@ -435,9 +437,10 @@ def model_metadata(model_dir):
                          f"cannot read {path}: {error}") from None
 
 
-def model_id(model_dir):
-    """The model's "<name>/<version>", from a SavedModel version's assets/metadata.json."""
-    metadata = model_metadata(model_dir)
+def model_id(model_dir, metadata=None):
+    """The model's "<name>/<version>", from a SavedModel version's assets/metadata.json (or
+    `metadata`, that file already read)."""
+    metadata = metadata if metadata is not None else model_metadata(model_dir)
     return f"{metadata['name']}/{metadata['version']}"
 
 
@@ -568,8 +571,6 @@ def proposal_settings(proposals):
     or the path of a .json file holding it."""
     from zoo.proposals import ProposalSettings
 
-    if proposals is None or isinstance(proposals, ProposalSettings):
-        return proposals or ProposalSettings()
     if isinstance(proposals, (str, os.PathLike)):
         text = os.fspath(proposals)
         if not text.lstrip().startswith("{"):
@@ -583,7 +584,7 @@ def proposal_settings(proposals):
             proposals = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"The proposal settings are not JSON: {error}") from None
-    return ProposalSettings.from_json(proposals)
+    return ProposalSettings.of(proposals)
 
 
 def build_region_pipeline(pipeline, model_dir, inputs, output_dir, proposals=None,
@@ -594,7 +595,7 @@ def build_region_pipeline(pipeline, model_dir, inputs, output_dir, proposals=Non
     if shard_size < 1:
         raise ValueError(f"Expected shard_size >= 1, got {shard_size}.")
     metadata = model_metadata(model_dir)
-    model = f"{metadata['name']}/{metadata['version']}"
+    model = model_id(model_dir, metadata)
     size = model_image_size(model_dir, metadata)
     settings = proposal_settings(proposals)
     patterns = _patterns(inputs)

@@ -251,18 +251,13 @@ def cmd_search(args):
     from zoo.index import Index
     from zoo.index.encoding import prepare_query
     from zoo.index.index import format_hits, save_search_grid
-    from zoo.index.regions import format_page_hits, save_page_grid
+    from zoo.index.regions import crop_box, format_page_hits, save_page_grid
 
     index = Index.open(args.index, server=args.server)
     mode = "hamming" if args.hamming else "embedding"
     query = args.query
     if args.box:
-        gray = decode_image(args.query)
-        x, y, w, h = args.box
-        if x + w > gray.shape[1] or y + h > gray.shape[0]:
-            sys.exit(f"zoo search: the box {args.box} is not inside the {gray.shape[1]}x"
-                     f"{gray.shape[0]} query image")
-        query = gray[y : y + h, x : x + w]
+        query = crop_box(decode_image(args.query), args.box, what="query image")
     if index.is_region_index:
         hits = index.search(query, k=args.k, model=args.model, mode=mode, offset=args.offset,
                             candidates=args.candidates or None)
@@ -592,7 +587,8 @@ def build_parser():
     sub.add_argument("--out", metavar="PNG", help="write the heat map and best boxes")
     sub.add_argument("--model", default="sketch_gan_merchant")
     sub.add_argument("--scales", type=int, nargs="+", metavar="PX",
-                     help="grid: box sides in pixels (default: 10, 15, 22, 33%% of the shorter side)")
+                     help="grid: box sides in pixels (default: 10, 15, 22, 33%% of the shorter "
+                          "side)")
     sub.add_argument("--stride", type=float,
                      help="grid: step between boxes as a fraction of the box side (default "
                           "0.25)")

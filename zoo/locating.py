@@ -53,6 +53,7 @@ import numpy as np
 
 from zoo.data.images import DEFAULT_MARGIN, decode_image
 from zoo.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
+from zoo.proposals import strokes_bright
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,6 @@ def _as_gray(image, what):
         else:
             array = array[..., 0]
     return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _strokes_bright(gray):
-    """Invert a page of dark ink on light paper, once for the whole page."""
-    return 1.0 - gray if float(np.median(gray)) > 0.5 else gray
 
 
 def _auto_min_ink(page):
@@ -352,7 +348,7 @@ def encode_grid(page_gray, encoder, sides, stride=DEFAULT_STRIDE, batch_size=256
     from tqdm.auto import tqdm
 
     height, width = page_gray.shape
-    page_bright = _strokes_bright(page_gray)
+    page_bright = strokes_bright(page_gray)
     if min_ink is None:
         min_ink = _auto_min_ink(page_bright)
     elif not 0 < float(min_ink) < 1:
@@ -367,7 +363,7 @@ def encode_grid(page_gray, encoder, sides, stride=DEFAULT_STRIDE, batch_size=256
         grids.append((side, step, _positions(height, side, step), _positions(width, side, step)))
     total = sum(len(ys) * len(xs) for _, _, ys, xs in grids)
 
-    windows, inked_all, ink_boxes, steps, blocks = [], [], [], [], []
+    windows, has_ink_all, ink_boxes, steps, inked_embeddings = [], [], [], [], []
     with tqdm(total=total, desc="locate", unit="box", disable=not progress) as bar:
         for side, step, ys, xs in grids:
             corners = [(y, x) for y in ys for x in xs]
@@ -376,32 +372,27 @@ def encode_grid(page_gray, encoder, sides, stride=DEFAULT_STRIDE, batch_size=256
                 crops = np.stack([page_bright[y : y + side, x : x + side] for y, x in chunk])
                 has_ink, bounds, canvases = (t.numpy() for t in prepare(crops, np.float32(min_ink)))
                 if has_ink.any():
-                    embeddings = encoder.encode(canvases[..., None], batch_size=batch_size)
-                    block = np.zeros((len(chunk), embeddings.shape[1]), np.float32)
-                    block[has_ink] = embeddings
-                    blocks.append(block)
-                else:
-                    blocks.append(None)
+                    inked_embeddings.append(encoder.encode(canvases[..., None],
+                                                           batch_size=batch_size))
                 for (y, x), inked, (top_, left, bottom, right) in zip(chunk, has_ink, bounds):
                     windows.append((x, y, side, side))
                     if inked:
                         ink_boxes.append((x + left, y + top_, right - left + 1, bottom - top_ + 1))
                     else:
                         ink_boxes.append((x, y, side, side))
-                inked_all.append(has_ink)
+                has_ink_all.append(has_ink)
                 steps.extend([step] * len(chunk))
                 bar.update(len(chunk))
 
-    dim = next((block.shape[1] for block in blocks if block is not None),
-               getattr(encoder, "embedding_dim", 1))
-    embeddings = np.concatenate([block if block is not None else np.zeros((len(has), dim),
-                                                                           np.float32)
-                                 for block, has in zip(blocks, inked_all)]) if blocks else \
-        np.zeros((0, dim), np.float32)
+    has_ink = np.concatenate(has_ink_all).astype(bool) if has_ink_all else np.zeros(0, bool)
+    dim = inked_embeddings[0].shape[1] if inked_embeddings else \
+        getattr(encoder, "embedding_dim", 1)
+    embeddings = np.zeros((len(has_ink), dim), np.float32)
+    if inked_embeddings:
+        embeddings[has_ink] = np.concatenate(inked_embeddings)
     return GridEncoding(np.asarray(windows, np.int64).reshape(-1, 4),
-                        np.asarray(ink_boxes, np.int64).reshape(-1, 4),
-                        np.concatenate(inked_all).astype(bool) if inked_all else
-                        np.zeros(0, bool), embeddings, steps, min_ink)
+                        np.asarray(ink_boxes, np.int64).reshape(-1, 4), has_ink, embeddings,
+                        steps, min_ink)
 
 
 def _locate_regions(page_gray, encoder, query_embedding, batch_size):

@@ -24,8 +24,8 @@ Each region also carries what the encoder should see: its crop of the flattened 
 the ink of its own component kept (the ink of a neighbour reaching into the box is masked
 out), so a mark is encoded as it would be cropped by hand even on a crowded page
 (`region_crops`). When a page yields no region at all (blank, or one huge blot of ink),
-`grid_regions` gives the sliding grid instead, which is also the recall reference in
-`python -m benchmarks.page_archive_bench`.
+`zoo.locate` searches its sliding grid instead (`zoo.locating.encode_grid`), which is also the
+recall reference in `python -m benchmarks.page_archive_bench`.
 
 Large pages: a page whose longer side exceeds `MAX_WORKING_SIDE` pixels is searched on a copy
 downscaled to that side (boxes are reported in the original page's pixels); pages of more than
@@ -81,6 +81,13 @@ class ProposalSettings:
                 for key, value in dataclasses.asdict(self).items()}
 
     @classmethod
+    def of(cls, value):
+        """Settings from None (the defaults), settings, or their JSON dict."""
+        if value is None:
+            return cls()
+        return value if isinstance(value, cls) else cls.from_json(value)
+
+    @classmethod
     def from_json(cls, data):
         fields = {field.name for field in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) - fields:
@@ -98,7 +105,6 @@ class Regions:
     ink: float32 [h, w] the flattened, strokes-bright page the regions were found on (at the
         working scale); labels: per merge level, int32 [h, w] component labels of the dilated
         ink; sources: int64 [M, 2] (level, label) of each region; scale: working / page pixels.
-    grid: True when the boxes are the sliding-grid fallback (no masks then).
     """
 
     boxes: np.ndarray
@@ -107,16 +113,16 @@ class Regions:
     sources: np.ndarray
     scale: float
     pad: tuple  # per box, paper kept around it (working pixels)
-    grid: bool = False
 
     def __len__(self):
         return len(self.boxes)
 
 
 def strokes_bright(gray):
-    """float32 [H, W] in [0, 1]: ink bright on dark paper (light paper inverted once)."""
+    """float32 [H, W] in [0, 1]: ink bright on dark paper (light paper inverted once, for the
+    whole page)."""
     gray = np.asarray(gray, np.float32)
-    return 1.0 - gray if float(np.median(gray[::4, ::4])) > 0.5 else gray
+    return 1.0 - gray if float(np.median(gray)) > 0.5 else gray
 
 
 def _check_page(gray):
@@ -218,7 +224,7 @@ def propose_regions(page, settings=None):
     pads = tuple(int(round(settings.pad_fraction * max(w, h))) for _, _, w, h in boxes)
     page_boxes = _to_page_pixels(boxes, scale, page.shape)
     return Regions(page_boxes, ink, tuple(level_labels), np.asarray(sources, np.int64).reshape(
-        -1, 2), scale, pads, grid=False)
+        -1, 2), scale, pads)
 
 
 def _to_page_pixels(boxes, scale, shape):
@@ -231,32 +237,10 @@ def _to_page_pixels(boxes, scale, shape):
     return scaled
 
 
-def grid_regions(page, sides, stride=0.25):
-    """The sliding grid as `Regions`: square boxes of each side in `sides` (page pixels) every
-    `stride` x side, the last of a row or column touching the far edge; crops unmasked."""
-    page = _check_page(page)
-    ink, scale = flatten_page(page)
-    height, width = page.shape
-    boxes = []
-    for side in sides:
-        side = int(side)
-        if side > min(height, width):
-            continue
-        step = max(1, int(round(stride * side)))
-        ys = list(range(0, height - side + 1, step))
-        xs = list(range(0, width - side + 1, step))
-        ys += [height - side] if ys[-1] != height - side else []
-        xs += [width - side] if xs[-1] != width - side else []
-        boxes += [(x, y, side, side) for y in ys for x in xs]
-    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
-    return Regions(boxes, ink, (), np.zeros((len(boxes), 2), np.int64), scale,
-                   (0,) * len(boxes), grid=True)
-
-
 def region_crops(regions):
     """One float32 crop per region (strokes bright on black, at the working scale): the box
-    with its padding, only the ink of the region's own component kept (grid regions: the whole
-    window). Feed them to `zoo.index.preprocess.preprocess_numpy`."""
+    with its padding, only the ink of the region's own component kept. Feed them to
+    `zoo.index.preprocess.preprocess_numpy`."""
     ink = regions.ink
     height, width = ink.shape
     crops = []
@@ -266,9 +250,7 @@ def region_crops(regions):
         w, h = max(1, w), max(1, h)
         x0, y0 = max(0, x - pad), max(0, y - pad)
         x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
-        crop = ink[y0:y1, x0:x1]
-        if not regions.grid:
-            crop = np.where(regions.labels[level][y0:y1, x0:x1] == label, crop, 0.0)
+        crop = np.where(regions.labels[level][y0:y1, x0:x1] == label, ink[y0:y1, x0:x1], 0.0)
         crops.append(np.ascontiguousarray(crop, np.float32))
     return crops
 

@@ -330,18 +330,18 @@ def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None, regions=
                     warnings.append(note)
                 for size in sizes:
                     images[size].append(item_images[size])
+            # Files give one image each; pages give a stack of region images each.
+            join = np.stack if regions is None else np.concatenate
+            batches = {size: join(stack) for size, stack in images.items() if stack}
             if regions is not None:
                 table = np.concatenate(table).astype(np.int64) if table else \
                     np.zeros((0, 5), np.int64)
-                images = {size: [image for page in stack for image in page]
-                          for size, stack in images.items()}
             else:
                 table = None
             arrays = {}
             for encoder in encoders:
-                if images[encoder.image_size]:
-                    batch = np.stack(images[encoder.image_size])[..., None]
-                    arrays[encoder.name] = encoder(batch)
+                if encoder.image_size in batches:
+                    arrays[encoder.name] = encoder(batches[encoder.image_size][..., None])
                 else:
                     record = encoder.record
                     arrays[encoder.name] = (

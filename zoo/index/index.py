@@ -174,11 +174,7 @@ class Index:
         _check_new_index(out_path, metadata)
         if proposals is not None and not regions:
             raise ValueError("Proposal settings are for region indexes: pass regions=True.")
-        settings = None
-        if regions:
-            settings = proposals if isinstance(proposals, ProposalSettings) else \
-                ProposalSettings.from_json(proposals) if proposals is not None else \
-                ProposalSettings()
+        settings = ProposalSettings.of(proposals) if regions else None
         os.makedirs(out_path, exist_ok=True)
         report = _ingest(out_path, None, models, source, kind="build", server=server,
                          batch_size=batch_size, progress=progress, archive=metadata,
@@ -386,18 +382,9 @@ class Index:
         query, cropped from the page file as a person would crop it."""
         from zoo.data.images import decode_image
 
-        item = self.item(item_id)
-        try:
-            x, y, w, h = (int(v) for v in box)
-        except (TypeError, ValueError):
-            raise ValueError(f"Expected a box (x, y, w, h) in page pixels; got {box!r}.") from None
-        page = decode_image(item.path)
-        height, width = page.shape
-        if w < 4 or h < 4 or x < 0 or y < 0 or x + w > width or y + h > height:
-            raise ValueError(f"Expected a box of at least 4 x 4 px inside the {width}x{height} "
-                             f"page; got {(x, y, w, h)}.")
-        return self.search(page[y : y + h, x : x + w], k=k, model=model, mode=mode,
-                           offset=offset, candidates=candidates)
+        query = region_search.crop_box(decode_image(self.item(item_id).path), box)
+        return self.search(query, k=k, model=model, mode=mode, offset=offset,
+                           candidates=candidates)
 
     def similar(self, item_id, k=8, model=None, mode="embedding", offset=0, approximate=False):
         """Like `search`, with the stored encoding of item `item_id` as the query (the item
@@ -596,14 +583,7 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
             raise ValueError(f"The index {directory!r} was changed by another process since it "
                              f"was opened; open it again, then add.")
         progress_record = _pending_progress(directory, manifest, models, regions)
-        done, errors, warnings, resumed = set(), [], [], 0
-        for path in store.pending_chunk_files(directory):
-            items, chunk_errors, chunk_warnings, _ = store.read_chunk(path, [])
-            done.update(item["path"] for item in items)
-            done.update(error[0] for error in chunk_errors)
-            errors += chunk_errors
-            warnings += chunk_warnings
-            resumed += len(items)
+        done, errors, warnings, resumed = _pending_chunks(directory)
         if resumed or errors:
             log.info("resuming an interrupted %s: %d items already encoded", kind, resumed)
         todo = [path for path in paths if path not in known_paths and path not in done]
@@ -645,6 +625,20 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
     return AddReport(added=added, skipped=errors,
                      already_indexed=sum(path in known_paths for path in paths),
                      resumed=resumed, warnings=warnings)
+
+
+def _pending_chunks(directory):
+    """What an interrupted write left in .pending: (paths done, errors, warnings, items
+    encoded); every file it encoded or refused counts as done."""
+    done, errors, warnings, resumed = set(), [], [], 0
+    for path in store.pending_chunk_files(directory):
+        items, chunk_errors, chunk_warnings, _ = store.read_chunk(path, [])
+        done.update(item["path"] for item in items)
+        done.update(error[0] for error in chunk_errors)
+        errors += chunk_errors
+        warnings += chunk_warnings
+        resumed += len(items)
+    return done, errors, warnings, resumed
 
 
 def _pending_progress(directory, manifest, models, regions=None):
@@ -696,8 +690,7 @@ def _encode_to_chunks(directory, paths, done, root, encoders, kind, progress, ch
     errors, warnings = [], []
     if not paths:
         return errors, warnings
-    existing = store.pending_chunk_files(directory)
-    number = max((int(os.path.basename(path)[6:12]) for path in existing), default=-1) + 1
+    number = store.next_chunk_number(directory)
     unit = "page" if regions is not None else "img"
     with tqdm(total=done + len(paths), initial=done, desc=f"index {kind}", unit=unit,
               disable=not progress) as bar:
@@ -788,12 +781,7 @@ def _ingest_shards(directory, encoded, record, source, archive, progress, chunk_
                              f"{progress_record.get('shards') or 'image files'}, not of the "
                              f"shards {source!r}; rerun it as it was started, or delete "
                              f"{store.pending_dir(directory)!r} to start over.")
-        done, resumed = set(), 0
-        for path in store.pending_chunk_files(directory):
-            items, chunk_errors, _, _ = store.read_chunk(path, [])
-            done.update(item["path"] for item in items)
-            done.update(error[0] for error in chunk_errors)
-            resumed += len(items)
+        done, _, _, resumed = _pending_chunks(directory)
         if progress_record is None:
             records = [record]
             progress_record = {"kind": "build", "token": uuid.uuid4().hex, "models": [name],
@@ -811,8 +799,7 @@ def _ingest_shards(directory, encoded, record, source, archive, progress, chunk_
         chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
         if errors and not chunks:
             chunks = [[]]
-        existing = store.pending_chunk_files(directory)
-        number = max((int(os.path.basename(path)[6:12]) for path in existing), default=-1) + 1
+        number = store.next_chunk_number(directory)
         with tqdm(total=len(paths), initial=len(paths) - len(todo), desc="index from shards",
                   unit="page" if regions is not None else "img", disable=not progress) as bar:
             for chunk in chunks:

@@ -79,6 +79,20 @@ def region_images(gray, size, settings=None):
             np.asarray(images, np.float32).reshape(-1, size, size))
 
 
+def crop_box(gray, box, what="page"):
+    """gray[y : y + h, x : x + w] of a box (x, y, w, h) in pixels; ValueError unless the box is
+    at least 4 x 4 px and inside the image."""
+    try:
+        x, y, w, h = (int(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected a box (x, y, w, h) in {what} pixels; got {box!r}.") from None
+    height, width = gray.shape
+    if w < 4 or h < 4 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(f"Expected a box of at least 4 x 4 px inside the {width}x{height} "
+                         f"{what}; got {(x, y, w, h)}.")
+    return gray[y : y + h, x : x + w]
+
+
 def check_page_size(path):
     """ValueError when the image file at `path` has more than MAX_PAGE_PIXELS pixels (read
     from its header, before decoding)."""

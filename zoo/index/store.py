@@ -53,7 +53,8 @@ PROGRESS = "progress.json"
 LOCK = ".lock"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SEGMENT_FILE = re.compile(r"^(?:items|regions|.+\.(?:embeddings|codes))-(\d{6})\.(?:json|npy)$")
+_SEGMENT_FILE = re.compile(
+    r"^(?:items|regions|.+\.(?:embeddings|codes))-(\d{6})\.(?:json|npy)$")
 
 
 def now():
@@ -269,6 +270,12 @@ def pending_chunk_files(directory):
     return sorted(glob.glob(os.path.join(pending_dir(directory), "chunk-" + "[0-9]" * 6 + ".npz")))
 
 
+def next_chunk_number(directory):
+    """The number the next pending chunk takes: one after the last one on disk."""
+    return max((int(os.path.basename(path)[6:12]) for path in pending_chunk_files(directory)),
+               default=-1) + 1
+
+
 def read_progress(directory):
     path = os.path.join(pending_dir(directory), PROGRESS)
     if not os.path.exists(path):
@@ -364,7 +371,8 @@ def commit_segment(directory, manifest, models, chunk_files, segment_info=None, 
     `manifest` is the current manifest (None for a new index), `models` the model records
     [{"name", "embedding_dim", "num_bits", ...}], `segment_info` extra facts recorded with the
     segment, `archive` the archive metadata (default: the current one), `regions` the proposal
-    settings of a region index (None: an index of images). Returns the new manifest. Arrays are streamed chunk by chunk into memory-mapped .npy files.
+    settings of a region index (None: an index of images). Returns the new manifest. Arrays
+    are streamed chunk by chunk into memory-mapped .npy files.
     """
     names = [model["name"] for model in models]
     number = _next_segment_number(directory, manifest)
