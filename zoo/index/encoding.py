@@ -265,18 +265,16 @@ def _prepare_file(path, root, sizes, user_metadata):
 def _prepare_page(path, root, sizes, user_metadata, settings):
     """(item, {size: images [M, S, S]}, warning, boxes [M, 4]) of one page photograph's
     candidate regions, or (None, None, reason, None) when it cannot be used."""
-    from zoo.index.regions import check_page_size, region_images
+    from zoo.index.regions import check_page_size, region_images_by_size
 
     try:
         check_page_size(path)
         metadata = file_metadata(path, root)
         gray = decode_image(path)
-        images, boxes = {}, None
-        for size in sizes:
-            boxes, images[size] = region_images(gray, size, settings)
+        boxes, images = region_images_by_size(gray, sizes, settings)
     except (OSError, ValueError) as error:
         return None, None, str(error), None
-    if boxes is None or not len(boxes):
+    if not len(boxes):
         return None, None, "no ink regions found (a blank page?)", None
     metadata["height"], metadata["width"] = (int(side) for side in gray.shape)
     metadata["regions"] = int(len(boxes))

@@ -67,16 +67,26 @@ def region_images(gray, size, settings=None):
     """(boxes int64 [M, 4] in page pixels, images float32 [M, size, size]) of a page's
     candidate regions, each prepared as a query is (crop to the ink, pad, resize); regions
     whose crop holds no ink to the preprocessing are left out."""
+    boxes, images = region_images_by_size(gray, (size,), settings)
+    return boxes, images[size]
+
+
+def region_images_by_size(gray, sizes, settings=None):
+    """`region_images` for several image sizes at once (the page's regions are proposed
+    once): (boxes [M, 4], {size: images float32 [M, size, size]})."""
     regions = propose_regions(gray, settings)
-    boxes, images = [], []
+    boxes, images = [], {size: [] for size in sizes}
     for box, crop in zip(regions.boxes, region_crops(regions)):
         try:
-            images.append(preprocess_numpy(crop, size=size))
-        except ValueError:
+            prepared = {size: preprocess_numpy(crop, size=size) for size in sizes}
+        except ValueError:  # no ink to the preprocessing, whatever the size
             continue
         boxes.append(box)
+        for size in sizes:
+            images[size].append(prepared[size])
     return (np.asarray(boxes, np.int64).reshape(-1, 4),
-            np.asarray(images, np.float32).reshape(-1, size, size))
+            {size: np.asarray(stack, np.float32).reshape(-1, size, size)
+             for size, stack in images.items()})
 
 
 def crop_box(gray, box, what="page"):
