@@ -1,114 +1,99 @@
-"""Probe for issue 14 (learned codes for the archive encoders): a linear K-bit code head on the
-frozen embeddings of a shipped encoder, trained without labels, against the ITQ head it ships.
+"""Issue 14, part 3: learned 64-bit code heads (zoo.training.code_head) against the ITQ head
+fitted on the same frozen embeddings, in one run, seeds fixed.
 
-    python -m benchmarks.code_head_probe sketch_gan_plus_merchant sketch_gan_plus_omniglot
+    python -m benchmarks.code_head_probe sketch_gan_plus_merchant sketch_gan_plus_omniglot \
+        --variant 'NT-Xent + BRE={}' --variant '+ distillation={"lambda_distill": 0.3}'
 
-The head keeps the shipped head's form (bits = sign((e - mean) @ W), so export, serving and the
-index could use it unchanged) and starts from the ITQ projection. It is trained on the model's
-training corpus: each image is augmented `--views` times (sketch-GAN+'s own augmentation:
-rotation, scale, shift, stroke width) and encoded by the frozen encoder once; a step takes two
-random views of a batch of images, relaxes their codes (tanh of the standardised projections)
-and minimises NT-Xent between the two views' relaxed codes plus BinGAN's BRE term (balanced,
-decorrelated bits), optionally DMR (relaxed code inner products mimic the embedding's cosine).
-It prints P@8 on the model's evaluation corpus for the float embedding, the shipped ITQ codes
-and the learned codes, all in this run, seeds fixed. A probe: nothing is written or shipped.
+Each variant is LABEL=JSON, a dict of changes to CodeHeadRecipe() (its defaults, not the
+registry's recipe, so rows compare with each other), one row each. Prints P@8 by Hamming
+distance on the model's evaluation corpus and on the other archive (transfer) for the float
+embedding, the ITQ head refitted here and each learned head. Nothing is shipped; `--record`
+stores the table in the weights manifest (MODELS.md, "Learned 64-bit codes").
 """
 
 import argparse
+import json
+import shlex
+import sys
 import time
 
-import numpy as np
 
-
-def train_head(embeddings, views, head, steps, temperature, bre, dmr, batch=256, seed=0,
-               learning_rate=3e-4):
-    """The learned projection float32 [D, K], from the ITQ head `head` (a LinearHash)."""
-    import tensorflow as tf
-
-    from zoo.training.sketch_gan_plus import nt_xent
-
-    mean = tf.constant(head.mean, tf.float32)
-    projection = tf.Variable(head.projection.astype(np.float32))
-    bits = projection.shape[1]
-    scale = tf.constant(np.std((embeddings - head.mean) @ head.projection, axis=0,
-                               keepdims=True).astype(np.float32))
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
-    rng = np.random.default_rng(seed)
-
-    def relaxed(x):
-        return tf.tanh((x - mean) @ projection / scale)
-
-    for _ in range(steps):
-        rows = rng.choice(len(views), batch, replace=False)
-        first = tf.constant(views[rows, rng.integers(0, views.shape[1], batch)])
-        second = tf.constant(views[rows, rng.integers(0, views.shape[1], batch)])
-        plain = tf.constant(embeddings[rows])
-        with tf.GradientTape() as tape:
-            codes = tf.concat([relaxed(first), relaxed(second)], 0)
-            loss = nt_xent(codes[:batch], codes[batch:], temperature)
-            balance = tf.reduce_mean(tf.square(tf.reduce_mean(codes, 0)))
-            correlation = tf.linalg.set_diag(tf.transpose(codes) @ codes / (2 * batch),
-                                             tf.zeros(bits))
-            loss += bre * (balance + tf.reduce_mean(tf.square(correlation)))
-            if dmr:
-                code = relaxed(plain)
-                loss += dmr * tf.reduce_mean(tf.square(code @ tf.transpose(code) / bits
-                                                       - plain @ tf.transpose(plain)))
-        optimizer.apply_gradients(zip(tape.gradient(loss, [projection]), [projection]))
-    return projection.numpy()
+TRANSFER = {"merchant_eval": "omniglot_background", "omniglot_background": "merchant_eval"}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--views", type=int, default=8)
-    parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--bre", type=float, default=1.0)
-    parser.add_argument("--dmr", type=float, nargs="+", default=[0.0, 1.0],
-                        help="DMR weights to try, one row each")
+    parser.add_argument("--variant", action="append", default=None, metavar="LABEL=JSON",
+                        help="a row: label and CodeHeadRecipe changes (repeatable; default "
+                             "'defaults={}')")
+    parser.add_argument("--record", action="store_true",
+                        help="store the table in zoo/weights/manifest.json")
     args = parser.parse_args(argv)
-
-    import tensorflow as tf
+    command = "python -m benchmarks.code_head_probe " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
 
     import zoo
     from zoo.data.corpora import load_corpus
     from zoo.evaluation.retrieval import retrieval_metrics
+    from zoo.hashing import fit_itq
     from zoo.machine import machine_description
-    from zoo.registry import get_corpus
-    from zoo.training.sketch_gan_plus import augment
+    from zoo.registry import get_corpus, read_manifest, write_manifest
+    from zoo.training.code_head import CodeHeadRecipe, encode_views, train_code_head
 
-    print(f"machine: {machine_description()}")
+    machine = machine_description()
+    print(f"machine: {machine}")
+    variants = []
+    for variant in args.variant or ["defaults={}"]:
+        label, separator, changes = variant.partition("=")
+        if not separator:
+            raise SystemExit(f"--variant expects LABEL=JSON, got {variant!r}")
+        variants.append((label, json.loads(changes)))
+    base = CodeHeadRecipe()
+    table = {}
     for name in args.models:
-        encoder = zoo.load(name)
-        train = load_corpus(get_corpus(encoder.entry.corpus))
-        evaluation = load_corpus(get_corpus(encoder.entry.eval_corpus))
+        encoder = zoo.load(name, with_hash_head=False)
         started = time.perf_counter()
-        embeddings = encoder.encode(train.images)
-        views = np.stack([encoder.encode(augment(tf.constant(train.images),
-                                                 tf.constant([view, 7])).numpy())
-                          for view in range(args.views)], axis=1)
-        evaluated = encoder.encode(evaluation.images)
-        head = encoder.hash_head
+        train = load_corpus(get_corpus(encoder.entry.corpus)).images
+        embeddings = encoder.encode(train)
+        views = encode_views(encoder, train, max(base.replace(**v).views for _, v in variants))
+        corpora = [encoder.entry.eval_corpus, TRANSFER[encoder.entry.eval_corpus]]
+        evaluated = {}
+        for corpus in corpora:
+            data = load_corpus(get_corpus(corpus))
+            evaluated[corpus] = (encoder.encode(data.images), data.labels)
+        print(f"\n{name}: heads trained on {encoder.entry.corpus} ({len(train)} images); "
+              f"P@8 on {corpora[0]} | {corpora[1]} (transfer); encoding "
+              f"{time.perf_counter() - started:.0f} s")
 
-        def p_at_8(codes):
-            return retrieval_metrics(codes.astype(np.float32) * 2 - 1, evaluation.labels,
-                                     k=8)["P@8"]
+        rows = table.setdefault(name, {"corpora": corpora, "rows": []})["rows"]
 
-        print(f"\n{name}: trained on {encoder.entry.corpus} ({len(train.images)} images x "
-              f"{args.views} views), P@8 on {encoder.entry.eval_corpus}")
-        float_p8 = retrieval_metrics(evaluated, evaluation.labels, k=8)["P@8"]
-        print(f"  float embedding                 {float_p8:.3f}")
-        print(f"  {head.num_bits}-bit ITQ head (shipped)       "
-              f"{p_at_8(head.bits(evaluated)):.3f}")
-        for dmr in args.dmr:
-            projection = train_head(embeddings, views, head, args.steps, args.temperature,
-                                    args.bre, dmr)
-            bits = ((evaluated - head.mean) @ projection > 0).astype(np.uint8)
-            print(f"  learned head, NT-Xent {args.temperature:g} + BRE {args.bre:g} + DMR "
-                  f"{dmr:g}: {p_at_8(bits):.3f}  ({args.steps} steps)", flush=True)
-        print(f"  ({time.perf_counter() - started:.0f} s)")
+        def row(label, head, seconds=None):
+            cells = []
+            for corpus in corpora:
+                embedded, labels = evaluated[corpus]
+                values = embedded if head is None else head.bits(embedded) * 2.0 - 1.0
+                cells.append(round(retrieval_metrics(values, labels, k=8)["P@8"], 4))
+            rows.append([label, *cells])  # a list: the manifest is written with sorted keys
+            timing = "" if seconds is None else f" ({seconds:.0f} s)"
+            print(f"  {label + timing:<64} {cells[0]:.3f} | {cells[1]:.3f}", flush=True)
+
+        row("float embedding (cosine)", None)
+        for bits in sorted({base.replace(**changes).bits for _, changes in variants}):
+            row(f"{bits}-bit ITQ (the learned heads' start)",
+                fit_itq(embeddings, bits, seed=base.seed))
+        for label, changes in variants:
+            recipe = base.replace(**changes)
+            tick = time.perf_counter()
+            head = train_code_head(embeddings, views[:, :recipe.views], recipe)
+            row(f"{label} {json.dumps(changes)}", head, time.perf_counter() - tick)
+    if args.record:
+        manifest = read_manifest()
+        manifest["code_head_ablation"] = {"command": command, "machine": machine,
+                                          "models": table}
+        write_manifest(manifest)
+        print("recorded in zoo/weights/manifest.json")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import math
 import pickle
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,7 +31,7 @@ def trainable(model):
 def test_paper_sized_configuration_matches_the_spec():
     generator, discriminator = bingan.build_gan(num_bits=16, channels=3)
     assert trainable(discriminator) == 1_408_004  # spec: ~1.41M at K = 16
-    assert trainable(generator) == 4_941_958  # spec: ~4.93M
+    assert trainable(generator) == 4_933_382  # spec: ~4.93M (no bias before a BatchNorm)
     logits, code, high, matched = discriminator(np.zeros((2, 32, 32, 3), np.float32))
     assert logits.shape == (2, 2) and code.shape == (2, 16) and high.shape == (2, 192)
     assert matched.shape == (2, 16)  # retrieval: feature matching on the code layer
@@ -153,6 +154,33 @@ def test_train_step_logs_every_loss_and_code_statistic_and_resumes(tmp_path, rng
     (g2, d2), _ = run("resumed", 4)
     for a, b in zip(discriminator.weights, d2.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_generator_init_is_the_official_codes_unless_undone_for_the_ablation():
+    keras.utils.set_random_seed(0)
+    official = bingan.build_generator(latent_dim=100, widths=(64, 32, 16))
+    dense = official.get_layer("g_dense")
+    assert dense.bias is None and official.get_layer("g_deconv1").bias is None  # BN shifts
+    assert np.std(dense.kernel.numpy()) == pytest.approx(0.05, rel=0.05)  # N(0, 0.05)
+    before = bingan.build_generator(latent_dim=100, widths=(64, 32, 16), init="keras")
+    assert before.get_layer("g_dense").bias is not None
+    with pytest.raises(ValueError, match="init 'official' or 'keras'"):
+        bingan.build_generator(init="lasagne")
+
+
+def test_official_adam_keeps_epsilon_inside_the_square_root():
+    """nn.adam_updates: p -= lr m_hat / sqrt(v_hat + 1e-8), hand-computed for one step."""
+    from zoo.training.bingan import OfficialAdam
+
+    for gradient, expected_step in ((0.5, 0.1 * 0.5 / np.sqrt(0.25 + 1e-8)),
+                                    (1e-6, 0.1 * 1e-6 / np.sqrt(1e-12 + 1e-8))):
+        variable = keras.Variable(np.float32(1.0))
+        optimizer = OfficialAdam(0.1, beta_1=0.5)
+        optimizer.apply_gradients([(np.float32(gradient), variable)])
+        # bias-corrected moments after one step: m_hat = g, v_hat = g^2
+        assert float(variable.numpy()) == pytest.approx(1.0 - expected_step, rel=1e-5, abs=1e-9)
+    # A tiny gradient moves the parameter by about 1% of lr, not Keras Adam's ~90%.
+    assert 0.1 * 1e-6 / np.sqrt(1e-12 + 1e-8) < 0.0011
 
 
 def test_learning_rate_is_constant_by_default_or_decays_linearly_at_the_end():

@@ -446,3 +446,24 @@ def test_encoding_through_a_running_server_matches_in_process(archive, tmp_path,
     served = Index.open(index.path, server=server.target)
     hits = served.search(archive["paths"][7], k=3)
     assert hits[0].id == 7 and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_index_of_another_hash_head_is_refused_until_rebuilt(built, archive, tmp_path):
+    """Codes from a replaced hash head (e.g. ITQ before a learned head shipped) cannot be
+    compared with the installed head's: searching or adding says to rebuild."""
+    stale = str(tmp_path / "stale.idx")
+    shutil.copytree(built.path, stale)
+    path = os.path.join(stale, store.MANIFEST)
+    with open(path) as handle:
+        manifest = json.load(handle)
+    manifest["models"][0]["hash_head_sha256"] = "0" * 64
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)
+    index = Index.open(stale)  # the files themselves are intact
+    with pytest.raises(ValueError, match="another hash head of .*rebuild the index"):
+        index.search(archive["paths"][0], k=3)
+    newcomer = tmp_path / "newcomer"
+    newcomer.mkdir()
+    shutil.copy(archive["paths"][1], newcomer / "new_mark.png")
+    with pytest.raises(ValueError, match="another hash head of .*rebuild the index"):
+        index.add(str(newcomer), progress=False)

@@ -47,6 +47,14 @@ def cmd_publish(args):
     print(json.dumps(record, indent=2))
 
 
+def cmd_hash_head(args):
+    from zoo.training.run import fit_hash_head, write_golden
+
+    head = fit_hash_head(args.name)
+    write_golden(args.name)
+    print(f"{args.name}: {head.num_bits}-bit {head.kind} hash head shipped ({head.method})")
+
+
 def cmd_evaluate(args):
     from zoo.evaluation.run import evaluate_retrieval, format_table
 
@@ -429,6 +437,11 @@ def build_parser():
     sub.add_argument("name")
     sub.add_argument("run_dir")
     sub.set_defaults(run=cmd_publish)
+
+    sub = commands.add_parser("hash-head", help="refit a shipped model's hash head (ITQ, or its "
+                              "learned code head) and its golden outputs; weights unchanged")
+    sub.add_argument("name")
+    sub.set_defaults(run=cmd_hash_head)
 
     sub = commands.add_parser("export", help="write a versioned SavedModel for TF Serving")
     sub.add_argument("name")

@@ -80,6 +80,15 @@ class LinearHash:
     def num_bits(self):
         return int(self.projection.shape[1])
 
+    @property
+    def kind(self):
+        """How the projection was made, in a word for table rows: ITQ, learned, sign, LSH, ..."""
+        if self.method.startswith("learned"):
+            return "learned"
+        if "ITQ" in self.method:
+            return "ITQ"
+        return self.method.split(" ")[0] or "linear"
+
     def project(self, x):
         """Real-valued projections (x - mean) @ projection: float32 [N, K]."""
         x = _check_data(x, "x")

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 
-from zoo.training.recipe import PAPER, BinGANRecipe, Recipe, SketchGANPlusRecipe
+from zoo.training.recipe import PAPER, BinGANRecipe, CodeHeadRecipe, Recipe, SketchGANPlusRecipe
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
@@ -59,6 +59,9 @@ class ModelEntry:
     similarity: str = "dot product of L2-normalised embeddings"
     preprocessing: str = ("grayscale, invert light backgrounds, crop to ink, pad to square with a "
                           "3 px margin, resize to 64x64; strokes 1 on black 0")
+    # How the shipped hash head is made for a float encoder: None = PCA + ITQ fitted after
+    # training; a CodeHeadRecipe = a learned code head (zoo/training/code_head.py).
+    code_head: CodeHeadRecipe = None
 
     @property
     def weights_file(self):
@@ -138,6 +141,9 @@ register(ModelEntry(
 SKETCH_PLUS_ARCHITECTURE = {"widths": [16, 32, 64, 128], "latent_dim": 32, "projection_dim": 64,
                             "embedding_dim": 256}
 SKETCH_PLUS_RECIPE = SketchGANPlusRecipe()
+# Issue 14: their 64-bit codes come from a learned head, not ITQ (MODELS.md, "Learned 64-bit
+# codes"): the probe's best row that also keeps the Omniglot head ahead of ITQ on merchant marks.
+SKETCH_PLUS_CODE_HEAD = CodeHeadRecipe(steps=4000, lambda_distill=0.3)
 register(ModelEntry(
     name="sketch_gan_plus_merchant",
     description="sketch-GAN+ encoder (wider D, augmentation, contrastive task in D, pooled "
@@ -145,6 +151,7 @@ register(ModelEntry(
     family="sketch_gan_plus", architecture=SKETCH_PLUS_ARCHITECTURE,
     corpus="merchant_train", eval_corpus="merchant_eval", recipe=SKETCH_PLUS_RECIPE,
     paper=SKETCH_PAPER + "; improvements: this project (MODELS.md)",
+    code_head=SKETCH_PLUS_CODE_HEAD,
 ))
 register(ModelEntry(
     name="sketch_gan_plus_omniglot",
@@ -154,6 +161,7 @@ register(ModelEntry(
     corpus="omniglot_background", eval_corpus="omniglot_background", recipe=SKETCH_PLUS_RECIPE,
     paper=SKETCH_PAPER + "; improvements: this project (MODELS.md)",
     licence="MIT (weights trained by this project on Omniglot, MIT licence)",
+    code_head=SKETCH_PLUS_CODE_HEAD,
 ))
 
 # BinGAN. The paper-sized retrieval configuration (CIFAR-10, 3 channels, widths 96/192, the

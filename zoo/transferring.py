@@ -231,7 +231,8 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     from zoo.loading import load_gan
     from zoo.machine import machine_description
     from zoo.models import get_family
-    from zoo.training.run import HASH_BITS, float32_networks, training_wrapper
+    from zoo.training.code_head import HASH_BITS, fit_entry_head
+    from zoo.training.run import float32_networks, training_wrapper
     from zoo.training.train import precision_policy, train_gan
     from zoo.weights import save_gan_weights
 
@@ -293,7 +294,10 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     }
     encoder = Encoder(name, family.build_feature_extractor(discriminator), entry,
                       metadata=metadata)
-    encoder.fit_hash_head(archive.images, bits=bits, seed=recipe.seed)
+    # The base's kind of head (PCA + ITQ, or its learned code head's recipe), fitted on the archive.
+    head, _ = fit_entry_head(encoder, family, archive.images, bits=bits, seed=recipe.seed,
+                             progress=progress)
+    encoder.set_hash_head(head)
 
     # 3. Retrieval on the archive before and after (labels score, never train).
     _, refit_discriminator = float32_networks(family, entry.architecture, load_gan(base),
@@ -314,7 +318,8 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
         "skipped": [list(error) for error in archive.skipped],
         "steps": recipe.iterations, "recipe": recipe.to_dict(),
         "train_seconds": train_seconds, "machine": machine_description(),
-        "hash_bits": int(bits), "weights": weights_path, "weights_sha256": sha256,
+        "hash_bits": int(bits), "hash_kinds": [before.hash_head.kind, head.kind],
+        "weights": weights_path, "weights_sha256": sha256,
         f"neighbour_overlap@{TOP_K}": _neighbour_overlap(embeddings["before"],
                                                          embeddings["after"]),
         "retrieval": score_retrieval({**embeddings, **codes,
@@ -338,15 +343,17 @@ ROWS = {  # report row -> how MODELS.md and the CLI name it
     "before": "{base} (shipped)",
     "bn_refit": "{base}, BatchNorm or whitening refitted on the archive (0 steps)",
     "after": "{name} (fine-tuned, {steps} steps)",
-    "before_hash": "{base} (shipped, {bits}-bit ITQ, Hamming)",
-    "after_hash": "{name} ({bits}-bit ITQ refitted, Hamming)",
+    "before_hash": "{base} (shipped, {bits}-bit {before_kind}, Hamming)",
+    "after_hash": "{name} ({bits}-bit {after_kind} refitted, Hamming)",
     "raw pixels": "raw pixels",
 }
 
 
 def row_label(row, report):
+    before_kind, after_kind = report.get("hash_kinds", ("ITQ", "ITQ"))  # older reports: ITQ
     return ROWS.get(row, row).format(base=report["base"], name=report["name"],
-                                     steps=report["steps"], bits=report["hash_bits"])
+                                     steps=report["steps"], bits=report["hash_bits"],
+                                     before_kind=before_kind, after_kind=after_kind)
 
 
 def format_report(report):

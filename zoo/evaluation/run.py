@@ -7,7 +7,7 @@ import numpy as np
 
 from zoo.data.corpora import load_corpus
 from zoo.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
-from zoo.hashing import top_k_overlap
+from zoo.hashing import fit_itq, top_k_overlap
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
 from zoo.visualize import save_retrieval_grid
 
@@ -43,10 +43,16 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
     for name in names:
         encoder = load(name)
         embeddings[name] = encoder.encode(data.images)
-        if encoder.hash_head is not None:
+        heads = [encoder.hash_head] if encoder.hash_head is not None else []
+        if heads and heads[0].kind == "learned":
+            # BinGAN's claim, tested in the same run: the learned code against PCA + ITQ fitted
+            # (as the other float encoders' heads are) on the same network's training features.
+            training = load_corpus(get_corpus(encoder.entry.corpus), data_dir).images
+            heads.append(fit_itq(encoder.encode(training), heads[0].num_bits, seed=0))
+        for head in heads:
             # Ranking by dot product of +-1 codes = ranking by Hamming distance (same ties).
-            bits = encoder.hash(data.images).bits
-            row = hamming_row(name, encoder.hash_head.num_bits)
+            bits = head.bits(embeddings[name])
+            row = hamming_row(name, head)
             embeddings[row] = 2.0 * bits.astype(np.float32) - 1.0
             overlaps[row] = top_k_overlap(embeddings[name], bits, k=k)
     results = {}
@@ -68,8 +74,9 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
     return results
 
 
-def hamming_row(name, bits):
-    return f"{name} ({bits}-bit ITQ, Hamming)"
+def hamming_row(name, head):
+    """The table row of a model's codes: "NAME (64-bit ITQ, Hamming)", "... learned ...", ..."""
+    return f"{name} ({head.num_bits}-bit {head.kind}, Hamming)"
 
 
 def table_columns(results):

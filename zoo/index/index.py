@@ -98,10 +98,10 @@ def _check_compatible(index_record, encoder_record, where):
         if index_record.get(key) is not None and index_record[key] != encoder_record[key]:
             raise ValueError(f"{where}: the index holds {index_record['name']} with {key} "
                              f"{index_record[key]}, the encoder gives {encoder_record[key]}.")
-    for key in ("weights_sha256", "hash_head_sha256"):
+    for key, what in (("weights_sha256", "other weights"), ("hash_head_sha256", "another hash head")):
         if index_record.get(key) and encoder_record.get(key) and \
                 index_record[key] != encoder_record[key]:
-            raise ValueError(f"{where}: the index was encoded with other weights of "
+            raise ValueError(f"{where}: the index was encoded with {what} of "
                              f"{index_record['name']} ({key} {index_record[key][:12]}..., "
                              f"installed {encoder_record[key][:12]}...); rebuild the index.")
 

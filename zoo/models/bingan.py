@@ -229,19 +229,31 @@ def build_discriminator(num_bits=32, variant="retrieval", widths=(96, 192), chan
     return keras.Model(images, outputs, name=f"bingan_{variant}_discriminator")
 
 
-def build_generator(latent_dim=100, widths=(512, 256, 128), channels=1, image_size=IMAGE_SIZE):
-    """z [N, latent_dim] ~ U(0, 1) -> images [N, S, S, C] in [0, 1] (Salimans' generator)."""
+def build_generator(latent_dim=100, widths=(512, 256, 128), channels=1, image_size=IMAGE_SIZE,
+                    init="official"):
+    """z [N, latent_dim] ~ U(0, 1) -> images [N, S, S, C] in [0, 1] (Salimans' generator).
+
+    init="official": weights drawn from N(0, 0.05) and no bias before a BatchNorm (Lasagne's
+    nn.batch_norm deletes the layer's bias; BN's shift takes its place), as the official code;
+    init="keras": Keras's Glorot weights and biases, the port before issue 14 (for its ablation).
+    """
     if image_size % 8:
         raise ValueError(f"image_size must be a multiple of 8, got {image_size}.")
+    if init not in ("official", "keras"):
+        raise ValueError(f"Expected init 'official' or 'keras'; got {init!r}.")
+    official = init == "official"
+    dense_options = ({"use_bias": False,
+                      "kernel_initializer": keras.initializers.RandomNormal(stddev=0.05)}
+                     if official else {})
     base = image_size // 8
     latent = keras.Input((latent_dim,), name="latent")
-    x = layers.Dense(base * base * widths[0], name="g_dense")(latent)
+    x = layers.Dense(base * base * widths[0], name="g_dense", **dense_options)(latent)
     x = layers.BatchNormalization(scale=False, name="g_dense_bn")(x)
     x = layers.ReLU(name="g_dense_relu")(x)
     x = layers.Reshape((base, base, widths[0]), name="g_reshape")(x)
     for index, filters in enumerate(widths[1:], start=1):
         x = layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
-                                   name=f"g_deconv{index}")(x)
+                                   name=f"g_deconv{index}", **dense_options)(x)
         x = layers.BatchNormalization(scale=False, name=f"g_deconv{index}_bn")(x)
         x = layers.ReLU(name=f"g_deconv{index}_relu")(x)
     x = WeightNormConv2DTranspose(channels, 5, strides=2, train_scale=True, init_scale=0.1,
@@ -251,9 +263,10 @@ def build_generator(latent_dim=100, widths=(512, 256, 128), channels=1, image_si
 
 
 def build_gan(num_bits=32, variant="retrieval", widths=(96, 192), generator_widths=(512, 256, 128),
-              latent_dim=100, channels=1, image_size=IMAGE_SIZE):
+              latent_dim=100, channels=1, image_size=IMAGE_SIZE, generator_init="official"):
     """(generator, discriminator): the family's entry point for the registry."""
-    return (build_generator(latent_dim, tuple(generator_widths), channels, image_size),
+    return (build_generator(latent_dim, tuple(generator_widths), channels, image_size,
+                            generator_init),
             build_discriminator(num_bits, variant, tuple(widths), channels, image_size))
 
 

@@ -87,11 +87,15 @@ class BinGANTrainer(keras.Model):
 
     images_per_step_factor = 2  # real images per step = factor x batch_size
 
-    def __init__(self, generator, discriminator, recipe, **kwargs):
+    def __init__(self, generator, discriminator, recipe, dropout_passes="separate", **kwargs):
         super().__init__(**kwargs)
+        if dropout_passes not in ("separate", "shared"):
+            raise ValueError(f"Expected dropout_passes 'separate' or 'shared'; got "
+                             f"{dropout_passes!r}.")
         self.generator = generator
         self.discriminator = discriminator
         self.recipe = recipe
+        self.dropout_passes = dropout_passes
         self.latent_dim = recipe.latent_dim
         self.seed_generator = keras.random.SeedGenerator(recipe.seed, name="latent_seed")
         names = ("d_loss", "g_loss", "gan_loss", "dmr", "bre", "bre_me", "bre_ac", "d_real",
@@ -129,10 +133,15 @@ class BinGANTrainer(keras.Model):
         recipe = self.recipe
         real_d, real_g = tf.split(real_images, 2)
         batch_size = tf.shape(real_d)[0]
-        # 1. discriminator.
+        # 1. discriminator. As in the official code, the GAN term, the code and the high-dim
+        #    features each come from their own pass, so each sees its own dropout masks.
         fake = self.generator(self.sample_latent(batch_size), training=True)
+        #    ("shared": one pass for all three, the port before issue 14, for its ablation.)
         with tf.GradientTape() as tape:
             real_logits, real_code, real_high, _ = self.discriminator(real_d, training=True)
+            if self.dropout_passes == "separate":
+                _, real_code, _, _ = self.discriminator(real_d, training=True)
+                _, _, real_high, _ = self.discriminator(real_d, training=True)
             fake_logits, _, _, _ = self.discriminator(fake, training=True)
             real_s = tf.reduce_logsumexp(real_logits, axis=-1)
             fake_s = tf.reduce_logsumexp(fake_logits, axis=-1)
@@ -189,13 +198,42 @@ class _ConstantThenLinear(keras.optimizers.schedules.LearningRateSchedule):
                 "decay_steps": self.decay_steps}
 
 
-def make_trainer(generator, discriminator, recipe, jit_compile=False):
-    """A compiled BinGANTrainer with the recipe's Adam optimizers (built, ready to checkpoint)."""
-    trainer = BinGANTrainer(generator, discriminator, recipe)
-    d_optimizer = keras.optimizers.Adam(learning_rate_schedule(recipe), beta_1=recipe.beta_1,
-                                        name="d_adam")
-    g_optimizer = keras.optimizers.Adam(learning_rate_schedule(recipe), beta_1=recipe.beta_1,
-                                        name="g_adam")
+class OfficialAdam(keras.optimizers.Adam):
+    """Adam as the official code writes it (nn.adam_updates): p -= lr m_hat / sqrt(v_hat + eps)
+    with eps = 1e-8 inside the square root, so a step is at most lr m_hat / 1e-4 when gradients
+    are tiny. Keras's Adam adds its epsilon outside the root and lets such parameters (G's inner
+    layers early in training) take steps of up to a full lr."""
+
+    def __init__(self, learning_rate, beta_1=0.5, beta_2=0.999, epsilon=1e-8, **kwargs):
+        super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        from keras import ops
+
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+        v_hat = v / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        self.assign_sub(variable, lr * m_hat / ops.sqrt(v_hat + self.epsilon))
+
+
+def make_trainer(generator, discriminator, recipe, jit_compile=False, adam="official",
+                 dropout_passes="separate"):
+    """A compiled BinGANTrainer with the official code's Adam (built, ready to checkpoint).
+
+    adam="keras" and dropout_passes="shared" give the port as it was before issue 14, for the
+    ablation of its fixes (`benchmarks.bingan_curve --undo`); shipped recipes use neither."""
+    if adam not in ("official", "keras"):
+        raise ValueError(f"Expected adam 'official' or 'keras'; got {adam!r}.")
+    trainer = BinGANTrainer(generator, discriminator, recipe, dropout_passes=dropout_passes)
+    optimizer = OfficialAdam if adam == "official" else keras.optimizers.Adam
+    d_optimizer = optimizer(learning_rate_schedule(recipe), beta_1=recipe.beta_1, name="d_adam")
+    g_optimizer = optimizer(learning_rate_schedule(recipe), beta_1=recipe.beta_1, name="g_adam")
     d_optimizer.build(discriminator.trainable_variables)
     g_optimizer.build(generator.trainable_variables)
     trainer.compile(d_optimizer, g_optimizer, jit_compile=jit_compile)

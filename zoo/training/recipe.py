@@ -135,3 +135,55 @@ class SketchGANPlusRecipe(Recipe):
         if self.lambda_con > 0 and not self.augment:
             raise ValueError("The contrastive task needs augmentation (two identical views teach "
                              "nothing): set augment=1 or lambda_con=0.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeHeadRecipe:
+    """How a learned K-bit code head is trained on a frozen float encoder
+    (zoo/training/code_head.py; a registry entry's `code_head`)."""
+
+    bits: int = 64
+    steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    views: int = 8  # augmented views encoded per corpus image
+    temperature: float = 0.2  # NT-Xent on the relaxed codes
+    lambda_contrastive: float = 1.0
+    lambda_bre: float = 1.0
+    lambda_dmr: float = 0.0
+    lambda_distill: float = 0.0
+    distill_temperature: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self):
+        for field in ("bits", "steps", "batch_size", "views"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CodeHeadRecipe.{field} must be a positive integer, got "
+                                 f"{value!r}.")
+        if self.views < 2 and self.lambda_contrastive:
+            raise ValueError("The contrastive term needs views >= 2.")
+        for field in ("learning_rate", "temperature", "distill_temperature"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"CodeHeadRecipe.{field} must be > 0, got "
+                                 f"{getattr(self, field)}.")
+        for field in ("lambda_contrastive", "lambda_bre", "lambda_dmr", "lambda_distill"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"CodeHeadRecipe.{field} must be >= 0, got "
+                                 f"{getattr(self, field)}.")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def describe(self):
+        terms = [f"{weight:g} x {name}" for name, weight in (
+            (f"NT-Xent (temperature {self.temperature:g}) between {self.views} augmented views",
+             self.lambda_contrastive),
+            ("BRE", self.lambda_bre), ("DMR", self.lambda_dmr),
+            (f"neighbour distillation (temperature {self.distill_temperature:g})",
+             self.lambda_distill)) if weight]
+        return (f"learned from the ITQ init, {self.steps} Adam steps of {self.batch_size} on the "
+                f"frozen embeddings: " + " + ".join(terms))

@@ -17,7 +17,6 @@ from zoo.training.train import precision_policy, train_gan
 from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights, sha256_of
 
 SUMMARY_NAME = "summary.json"
-HASH_BITS = 64
 
 
 def training_wrapper(family_name):
@@ -113,35 +112,39 @@ def publish(name, run_dir, command=None):
     return read_manifest()["models"][name]
 
 
-def fit_hash_head(name, bits=HASH_BITS, seed=0):
+def fit_hash_head(name, bits=None, seed=0, progress=True):
     """Fit the shipped encoder's hash head on its training corpus and ship it.
 
-    Float encoders get a PCA + ITQ head with `bits` bits; a family with its own binarisation
-    (BinGAN: the signs of its code layer) ships that instead. The head (mean and projection of
-    the L2-normalised embeddings) goes to zoo/weights/<name>.hash.npz, its sha256, code length
-    and method to the manifest.
+    Float encoders get PCA + ITQ with `bits` bits (default 64), or, when the entry has a
+    `code_head` recipe, a learned code head (zoo.training.code_head); a family with its own
+    binarisation (BinGAN: the signs of its code layer) ships that. The head (mean and projection
+    over the L2-normalised embeddings) goes to zoo/weights/<name>.hash.npz, its sha256, code
+    length and method to the manifest.
     """
+    import time
+
     from zoo import load
+    from zoo.training.code_head import fit_entry_head
 
     entry = get_entry(name)
     encoder = load(name, with_hash_head=False)
-    family = get_family(entry.family)
-    if hasattr(family, "sign_hash_head"):
-        encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))
-        bits, method = encoder.embedding_dim, encoder.hash_head.method
-    else:
-        encoder.fit_hash_head(load_corpus(get_corpus(entry.corpus)).images, bits=bits, seed=seed)
-        method = "PCA + ITQ (50 iterations) on the L2-normalised training-corpus embeddings"
+    images = load_corpus(get_corpus(entry.corpus)).images
+    started = time.perf_counter()
+    head, method = fit_entry_head(encoder, get_family(entry.family), images, bits=bits,
+                                  seed=seed, progress=progress)
+    seconds = round(time.perf_counter() - started, 1)
     path = entry.hash_head_file
     temporary = path + ".tmp.npz"
-    np.savez(temporary, **encoder.hash_head.to_dict())
+    np.savez(temporary, **head.to_dict())
     os.replace(temporary, path)
     manifest = read_manifest()
     manifest["models"][name]["hash_head"] = {
-        "file": os.path.basename(path), "sha256": sha256_of(path), "bits": bits,
-        "method": method,
+        "file": os.path.basename(path), "sha256": sha256_of(path), "bits": head.num_bits,
+        "method": method, "fitted_with": f"zoo hash-head {name}", "fit_seconds": seconds,
+        "machine": machine_description(),
     }
     write_manifest(manifest)
+    return head
 
 
 def golden_path(name):

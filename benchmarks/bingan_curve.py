@@ -1,0 +1,294 @@
+"""Issue 14, part 1: does training help the faithful BinGAN at CPU scale? mAP@1000 along training.
+
+    python -m benchmarks.bingan_curve bingan_fashion_32 --epochs 10
+
+Trains the registered entry's recipe (the faithful port, CPU widths) from its data-dependent
+initialisation for `--epochs` passes over Fashion-MNIST's 60,000 training images (an epoch =
+60,000 / batch_size steps, as D sees batch_size real images a step), and every
+`1 / --evals-per-epoch` epoch (and at step 0, the untrained initialised network) measures the
+shipped protocol (`zoo evaluate hashing`: 1,000 seeded queries against the other 69,000 of
+fashion_mnist_all, stable ties) on a float32 copy of D:
+
+* `map_calibrated`: each code bit centred on its median over the training images, as shipped;
+* `map_sign`: plain sign at 0 of the code layer in inference mode (dropout off);
+* the training losses and code statistics logged over the preceding steps.
+
+LSH and PCA-ITQ fitted on the pixels at the same length are computed once, in the same run.
+Writes (atomically) <report>.csv, <report>.json and <report>.png; the run itself (resumable
+checkpoint, log.csv, samples) lives in --out. `--set name=value` changes one recipe field, so
+an ablation row of the port (e.g. `--set center_high=true`) is one command; `--undo FIX` trains
+without one of issue 14's three port fixes (adam, dropout, generator_init) to measure it. `--record` keeps
+the curve, as it grows, in zoo/weights/manifest.json (MODELS.md shows it); `--record-report
+REPORT.json` records an existing report without training.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import shlex
+import sys
+import time
+import types
+
+import numpy as np
+
+from zoo.evaluation.hashing import (TOP, average_precision_stable, baseline_codes,
+                                    hamming_matrix, split_queries)
+
+# The port fixes of issue 14 and how to undo each: (make_trainer / build_gan keyword, value).
+UNDO = {"adam": ("adam", "keras"), "dropout": ("dropout_passes", "shared"),
+        "generator_init": ("generator_init", "keras")}
+
+FIELDS = ("step", "epoch", "map_calibrated", "map_sign", "bit_balance_sign", "dmr_target",
+          "seconds", "d_real", "d_fake", "bit_correlation", "bre_me", "dmr", "g_loss")
+
+
+def mean_average_precision(bits, labels, queries, database):
+    """mAP@1000 of the shipped protocol, stable ties (`zoo evaluate hashing`'s headline)."""
+    distances = hamming_matrix(bits[queries], bits[database])
+    return float(np.mean([average_precision_stable(row, labels[database] == label)
+                          for row, label in zip(distances, labels[queries])]))
+
+
+def code_bits(discriminator_weights, family, architecture, train_images, images):
+    """(calibrated bits, sign-at-0 bits) of `images` for a float32 copy of D; the calibration
+    (each bit centred on its median) uses `train_images`."""
+    _, discriminator = family.build_gan(**architecture)
+    discriminator.set_weights(discriminator_weights)
+    extractor = family.build_feature_extractor(discriminator)
+
+    def codes(batch_images):
+        return np.concatenate([np.asarray(extractor(batch_images[i:i + 2000], training=False))
+                               for i in range(0, len(batch_images), 2000)])
+
+    raw = codes(images)
+    median = np.median(codes(train_images), axis=0)
+    return (raw >= median).astype(np.uint8), (raw >= 0).astype(np.uint8)
+
+
+def dmr_target(discriminator, images, seed=0):
+    """Mean over pairs i != j of h_i.h_j / M, h = sign of the high-dim layer in training mode
+    (dropout on), on 500 seeded images: the code inner product DMR asks of every pair (1 = the
+    same code for all)."""
+    import tensorflow as tf
+
+    batch = images[np.random.default_rng(seed).choice(len(images), 500, replace=False)]
+    tf.random.set_seed(seed)
+    _, _, high, _ = discriminator(batch, training=True)
+    signs = np.where(np.asarray(high, np.float32) >= 0, 1.0, -1.0)
+    inner = signs @ signs.T / signs.shape[1]
+    return float((inner.sum() - np.trace(inner)) / (len(inner) * (len(inner) - 1)))
+
+
+def write_text_atomically(path, text):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def save_plot(path, rows, baselines, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    epochs = [row["epoch"] for row in rows]
+    axis.plot(epochs, [row["map_calibrated"] for row in rows], "o-", label="BinGAN, median-centred bits (shipped)")
+    axis.plot(epochs, [row["map_sign"] for row in rows], "s--", label="BinGAN, sign at 0")
+    for (method, value), style in zip(baselines.items(), (":", "-.", "--")):
+        axis.axhline(value, color="grey", linestyle=style, label=f"{method} on pixels")
+    axis.set_xlabel("epochs of training (0 = data-dependent initialisation, untrained)")
+    axis.set_ylabel(f"mAP@{TOP}")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(temporary, path)
+
+
+def record_in_manifest(summary, report, note):
+    """Store a curve summary under manifest["bingan_curves"][report file name]."""
+    from zoo.registry import read_manifest, write_manifest
+
+    key = os.path.basename(report)
+    manifest = read_manifest()
+    manifest.setdefault("bingan_curves", {})[key] = {
+        "command": summary["command"], "machine": summary["machine"], "note": note,
+        "baselines": summary["baselines"], "figure": report + ".png",
+        "rows": [{k: row[k] for k in ("step", "epoch", "map_calibrated", "map_sign", "dmr_target",
+                                      "d_real", "d_fake", "bit_correlation") if k in row}
+                 for row in summary["rows"]]}
+    write_manifest(manifest)
+
+
+def parse_changes(pairs):
+    changes = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise SystemExit(f"--set expects name=value, got {pair!r}")
+        name, value = pair.split("=", 1)
+        changes[name] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+    return changes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default="bingan_fashion_32")
+    parser.add_argument("--epochs", type=float, default=10)
+    parser.add_argument("--evals-per-epoch", type=int, default=2)
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="changes",
+                        help="change one recipe field (repeatable)")
+    parser.add_argument("--undo", action="append", default=[], choices=sorted(UNDO),
+                        help="train without one of issue 14's port fixes (repeatable)")
+    parser.add_argument("--out", help="run directory (default runs/curve_MODEL[_changes])")
+    parser.add_argument("--report", help="report path without extension "
+                                         "(default reports/hashing/curve_MODEL[_changes])")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--record", action="store_true",
+                        help="keep the curve in zoo/weights/manifest.json (MODELS.md)")
+    parser.add_argument("--record-report", metavar="REPORT.json",
+                        help="record an existing report in the manifest and exit")
+    parser.add_argument("--note", default="the port as of this commit",
+                        help="what the recorded run was (shown in MODELS.md)")
+    args = parser.parse_args(argv)
+    if args.record_report:
+        with open(args.record_report) as handle:
+            record_in_manifest(json.load(handle), args.record_report[:-len(".json")], args.note)
+        return
+
+    import keras
+
+    from zoo.data.corpora import load_corpus
+    from zoo.machine import machine_description
+    from zoo.models import get_family
+    from zoo.registry import get_corpus, get_entry
+    from zoo.training import bingan
+    from zoo.training.train import precision_policy, train_gan
+
+    entry = get_entry(args.model)
+    if entry.family != "bingan":
+        raise SystemExit(f"{args.model} is not a BinGAN entry (family {entry.family!r}).")
+    changes = parse_changes(args.changes)
+    suffix = "".join(f"_{k}={v}" for k, v in sorted(changes.items())) + "".join(
+        f"_without_{fix}_fix" for fix in sorted(set(args.undo)))
+    trainer_options = {UNDO[f][0]: UNDO[f][1] for f in args.undo if f != "generator_init"}
+    architecture = {**entry.architecture, **{UNDO[f][0]: UNDO[f][1] for f in args.undo
+                                             if f == "generator_init"}}
+    train = load_corpus(get_corpus(entry.corpus), args.data_dir).images
+    steps_per_epoch = len(train) // entry.recipe.batch_size
+    steps_per_eval = steps_per_epoch // args.evals_per_epoch
+    evals = int(round(args.epochs * args.evals_per_epoch))
+    recipe = entry.recipe.replace(**changes, checkpoint_every=steps_per_eval,
+                                  iterations=steps_per_eval * evals,
+                                  sample_every=steps_per_eval * evals)
+    out_dir = args.out or os.path.join("runs", f"curve_{args.model}{suffix}")
+    report = args.report or os.path.join("reports", "hashing", f"curve_{args.model}{suffix}")
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(report) or ".", exist_ok=True)
+
+    evaluation = load_corpus(get_corpus(entry.eval_corpus), args.data_dir)
+    queries, database = split_queries(len(evaluation.images), args.queries, seed=0)
+    labels = evaluation.labels
+    machine = machine_description()
+    print(f"machine: {machine}")
+    print(f"{args.model}: {recipe.iterations} steps ({args.epochs:g} epochs of {steps_per_epoch} "
+          f"steps), evaluated every {steps_per_eval}; recipe changes {changes or 'none'}")
+
+    started = time.perf_counter()
+    baselines = {}
+    for method, (query_bits, database_bits) in baseline_codes(
+            evaluation.images[database], evaluation.images[queries],
+            entry.architecture["num_bits"]).items():
+        if method != "PCAH":
+            bits = np.concatenate([query_bits, database_bits])
+            baselines[method] = mean_average_precision(
+                bits, np.concatenate([labels[queries], labels[database]]),
+                np.arange(len(queries)), np.arange(len(queries), len(bits)))
+    print("baselines on pixels: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items())
+          + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    family = get_family(entry.family)
+    # The median calibration on a seeded 10,000 of the training images (the shipped encoders
+    # use all 60,000; the medians agree to well within a bit's spread).
+    calibration = train[np.sort(np.random.default_rng(0).choice(len(train), 10000, replace=False))]
+    csv_path = report + ".csv"
+    rows = []
+    if os.path.exists(csv_path) and os.path.exists(os.path.join(out_dir, "checkpoint.npz")):
+        with open(csv_path) as handle:
+            rows = [{k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
+                    for row in csv.DictReader(handle)]
+
+    def record(step, discriminator, logs):
+        if any(row["step"] == step for row in rows):
+            return
+        tick = time.perf_counter()
+        calibrated, sign = code_bits(discriminator.get_weights(), family, entry.architecture,
+                                     calibration, evaluation.images)
+        row = {"step": step, "epoch": round(step / steps_per_epoch, 3)}
+        for name, bits in (("map_calibrated", calibrated), ("map_sign", sign)):
+            row[name] = mean_average_precision(bits, labels, queries, database)
+        row["bit_balance_sign"] = float(np.abs(sign[database].mean(axis=0) - 0.5).mean())
+        row["dmr_target"] = dmr_target(discriminator, calibration)
+        row["seconds"] = round(time.perf_counter() - tick, 1)
+        row.update({k: float(v) for k, v in (logs or {}).items() if k in FIELDS})
+        rows.append(row)
+        print(f"step {step:6d} (epoch {row['epoch']:.2f}): mAP@{TOP} {row['map_calibrated']:.3f} "
+              f"calibrated, {row['map_sign']:.3f} sign at 0; "
+              + ", ".join(f"{k} {row[k]:.3f}" for k in ("dmr_target", *FIELDS[7:]) if k in row),
+              flush=True)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomically(csv_path, buffer.getvalue())
+        summary = {"model": args.model, "recipe": recipe.to_dict(), "changes": changes,
+                   "without_fixes": sorted(set(args.undo)),
+                   "machine": machine, "protocol": {"queries": args.queries, "seed": 0,
+                                                    "top": TOP, "ties": "stable"},
+                   "steps_per_epoch": steps_per_epoch, "baselines": baselines, "rows": rows,
+                   "command": "python -m benchmarks.bingan_curve " + shlex.join(
+                       sys.argv[1:] if argv is None else argv)}
+        write_text_atomically(report + ".json", json.dumps(summary, indent=2) + "\n")
+        if args.record:
+            record_in_manifest(summary, report, args.note)
+        title = (f"{args.model} (faithful BinGAN, CPU widths){' ' + suffix if suffix else ''}: "
+                 f"Fashion-MNIST, {args.queries} queries")
+        save_plot(report + ".png", rows, baselines, title)
+
+    class Curve(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            # The initialised, untrained network (or the resumed checkpoint's, already recorded).
+            step = int(self.model.d_optimizer.iterations.numpy())
+            record(step, self.model.discriminator, {})
+
+        def on_epoch_end(self, epoch, logs=None):
+            record((epoch + 1) * steps_per_eval, self.model.discriminator, logs)
+
+    def make_trainer(generator, discriminator, recipe, jit_compile=False):
+        return bingan.make_trainer(generator, discriminator, recipe, jit_compile,
+                                   **trainer_options)
+
+    wrapper = types.SimpleNamespace(
+        make_trainer=make_trainer, initialize=bingan.initialize,
+        training_callbacks=lambda recipe: [*bingan.training_callbacks(recipe), Curve()])
+    keras.utils.set_random_seed(recipe.seed)
+    with precision_policy(recipe.precision):
+        generator, discriminator = family.build_gan(**architecture)
+    train_gan(generator, discriminator, train, recipe, out_dir, wrapper=wrapper)
+    print(f"wrote {report}.csv, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
