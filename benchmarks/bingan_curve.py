@@ -131,6 +131,41 @@ def record_in_manifest(summary, report, note):
     write_manifest(manifest)
 
 
+def save_comparison(path, reports):
+    """One figure of the calibrated mAP@1000 of several curve reports (JSON), and their pixel
+    baselines: the fixed port against the port before its fixes and each fix undone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.6), dpi=110)
+    baselines = {}
+    for report in reports:
+        with open(report) as handle:
+            summary = json.load(handle)
+        label = os.path.basename(report)[:-len(".json")].replace("curve_", "")
+        rows = summary["rows"]
+        axis.plot([r["epoch"] for r in rows], [r["map_calibrated"] for r in rows], "o-",
+                  markersize=3, label=label)
+        baselines.update(summary["baselines"])
+    for (method, value), style in zip(baselines.items(), (":", "-.")):
+        axis.axhline(value, color="grey", linestyle=style, label=f"{method} on pixels")
+    axis.set_xlabel("epochs of training (0 = data-dependent initialisation)")
+    axis.set_ylabel(f"mAP@{TOP} (median-centred bits)")
+    axis.set_title("faithful BinGAN (CPU widths), Fashion-MNIST: the port's fixes", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(temporary, path)
+
+
 def parse_changes(pairs):
     changes = {}
     for pair in pairs or ():
@@ -162,7 +197,14 @@ def main(argv=None):
                         help="record an existing report in the manifest and exit")
     parser.add_argument("--note", default="the port as of this commit",
                         help="what the recorded run was (shown in MODELS.md)")
+    parser.add_argument("--compare", nargs="+", metavar="REPORT.json",
+                        help="plot these curve reports on one figure (--report + .png) and exit")
     args = parser.parse_args(argv)
+    if args.compare:
+        path = (args.report or os.path.join("reports", "hashing", "curves_compared")) + ".png"
+        save_comparison(path, args.compare)
+        print(f"wrote {path}")
+        return
     if args.record_report:
         with open(args.record_report) as handle:
             record_in_manifest(json.load(handle), args.record_report[:-len(".json")], args.note)

@@ -241,19 +241,22 @@ def build_generator(latent_dim=100, widths=(512, 256, 128), channels=1, image_si
         raise ValueError(f"image_size must be a multiple of 8, got {image_size}.")
     if init not in ("official", "keras"):
         raise ValueError(f"Expected init 'official' or 'keras'; got {init!r}.")
-    official = init == "official"
-    dense_options = ({"use_bias": False,
-                      "kernel_initializer": keras.initializers.RandomNormal(stddev=0.05)}
-                     if official else {})
+
+    def dense_options():  # a fresh initialiser per layer, as Keras draws one per layer
+        if init == "keras":
+            return {}
+        return {"use_bias": False,
+                "kernel_initializer": keras.initializers.RandomNormal(stddev=0.05)}
+
     base = image_size // 8
     latent = keras.Input((latent_dim,), name="latent")
-    x = layers.Dense(base * base * widths[0], name="g_dense", **dense_options)(latent)
+    x = layers.Dense(base * base * widths[0], name="g_dense", **dense_options())(latent)
     x = layers.BatchNormalization(scale=False, name="g_dense_bn")(x)
     x = layers.ReLU(name="g_dense_relu")(x)
     x = layers.Reshape((base, base, widths[0]), name="g_reshape")(x)
     for index, filters in enumerate(widths[1:], start=1):
         x = layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
-                                   name=f"g_deconv{index}", **dense_options)(x)
+                                   name=f"g_deconv{index}", **dense_options())(x)
         x = layers.BatchNormalization(scale=False, name=f"g_deconv{index}_bn")(x)
         x = layers.ReLU(name=f"g_deconv{index}_relu")(x)
     x = WeightNormConv2DTranspose(channels, 5, strides=2, train_scale=True, init_scale=0.1,
