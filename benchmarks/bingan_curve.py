@@ -36,6 +36,7 @@ import numpy as np
 
 from zoo.evaluation.hashing import (TOP, average_precision_stable, baseline_codes,
                                     hamming_matrix, split_queries)
+from zoo.evaluation.plots import write_atomically
 
 # The port fixes of issue 14 and how to undo each: (make_trainer / build_gan keyword, value).
 UNDO = {"adam": ("adam", "keras"), "dropout": ("dropout_passes", "shared"),
@@ -82,11 +83,15 @@ def dmr_target(discriminator, images, seed=0):
     return float((inner.sum() - np.trace(inner)) / (len(inner) * (len(inner) - 1)))
 
 
-def write_text_atomically(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+def save_png(figure, path):
+    """Write a matplotlib figure as PNG through a temporary file, and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    write_atomically(path, buffer.getvalue())
 
 
 def save_plot(path, rows, baselines, title):
@@ -106,14 +111,7 @@ def save_plot(path, rows, baselines, title):
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(temporary, path)
+    save_png(figure, path)
 
 
 def record_in_manifest(summary, report, note):
@@ -156,14 +154,7 @@ def save_comparison(path, reports):
     axis.set_title("faithful BinGAN (CPU widths), Fashion-MNIST: the port's fixes", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(temporary, path)
+    save_png(figure, path)
 
 
 def parse_changes(pairs):
@@ -294,7 +285,7 @@ def main(argv=None):
         writer = csv.DictWriter(buffer, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-        write_text_atomically(csv_path, buffer.getvalue())
+        write_atomically(csv_path, buffer.getvalue())
         summary = {"model": args.model, "recipe": recipe.to_dict(), "changes": changes,
                    "without_fixes": sorted(set(args.undo)),
                    "machine": machine, "protocol": {"queries": args.queries, "seed": 0,
@@ -302,7 +293,7 @@ def main(argv=None):
                    "steps_per_epoch": steps_per_epoch, "baselines": baselines, "rows": rows,
                    "command": "python -m benchmarks.bingan_curve " + shlex.join(
                        sys.argv[1:] if argv is None else argv)}
-        write_text_atomically(report + ".json", json.dumps(summary, indent=2) + "\n")
+        write_atomically(report + ".json", json.dumps(summary, indent=2) + "\n")
         if args.record:
             record_in_manifest(summary, report, args.note)
         title = (f"{args.model} (faithful BinGAN, CPU widths){' ' + suffix if suffix else ''}: "
