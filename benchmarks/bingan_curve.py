@@ -157,16 +157,6 @@ def save_comparison(path, reports):
     save_png(figure, path)
 
 
-def parse_changes(pairs):
-    changes = {}
-    for pair in pairs or ():
-        if "=" not in pair:
-            raise SystemExit(f"--set expects name=value, got {pair!r}")
-        name, value = pair.split("=", 1)
-        changes[name] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-    return changes
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,12 +198,16 @@ def main(argv=None):
     from zoo.models import get_family
     from zoo.registry import get_corpus, get_entry
     from zoo.training import bingan
+    from zoo.training.recipe import parse_recipe_changes
     from zoo.training.train import precision_policy, train_gan
 
     entry = get_entry(args.model)
     if entry.family != "bingan":
         raise SystemExit(f"{args.model} is not a BinGAN entry (family {entry.family!r}).")
-    changes = parse_changes(args.changes)
+    try:
+        changes = parse_recipe_changes(args.changes)
+    except ValueError as error:
+        parser.error(str(error))
     suffix = "".join(f"_{k}={v}" for k, v in sorted(changes.items())) + "".join(
         f"_without_{fix}_fix" for fix in sorted(set(args.undo)))
     trainer_options = {UNDO[f][0]: UNDO[f][1] for f in args.undo if f != "generator_init"}

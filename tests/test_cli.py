@@ -46,3 +46,12 @@ def test_merchant_results_in_models_md_are_reproduced_by_their_command():
     recorded_pixels = manifest["baselines"]["merchant_eval"][RAW_PIXELS]
     assert results[RAW_PIXELS] == pytest.approx(recorded_pixels, abs=1e-6)
     assert np.isfinite(list(results["sketch_gan_merchant"].values())).all()
+
+
+def test_set_values_parse_as_numbers_booleans_or_text():
+    from zoo.training.recipe import parse_recipe_changes
+
+    assert parse_recipe_changes(["iterations=5", "learning_rate=2e-4", "center_high=false",
+                                 "augment=True", "precision=float32"]) == {
+        "iterations": 5, "learning_rate": 2e-4, "center_high": False, "augment": True,
+        "precision": "float32"}

@@ -8,23 +8,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _recipe_changes(pairs):
-    """Parse --set key=value pairs into a dict with int/float values where they parse."""
-    changes = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"Expected --set key=value, got {pair!r}.")
-        key, value = pair.split("=", 1)
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        changes[key] = value
-    return changes
-
-
 def cmd_list(args):
     from zoo import list_models
 
@@ -33,10 +16,11 @@ def cmd_list(args):
 
 
 def cmd_train(args):
+    from zoo.training.recipe import parse_recipe_changes
     from zoo.training.run import train_model
 
     path = train_model(args.name, out_dir=args.out, data_dir=args.data_dir,
-                       recipe_changes=_recipe_changes(args.set), resume=not args.restart)
+                       recipe_changes=parse_recipe_changes(args.set), resume=not args.restart)
     print(f"weights: {path}")
 
 
@@ -377,9 +361,10 @@ def cmd_export(args):
 
 
 def cmd_transfer(args):
+    from zoo.training.recipe import parse_recipe_changes
     from zoo.transferring import format_report, record_transfer, transfer
 
-    changes = _recipe_changes(args.set)
+    changes = parse_recipe_changes(args.set)
     result = transfer(args.base, args.source, steps=args.steps, out=args.out, name=args.name,
                       version=args.version, run_dir=args.run_dir, data_dir=args.data_dir,
                       recipe_changes=changes, hash_bits=args.hash_bits,

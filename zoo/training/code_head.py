@@ -135,7 +135,9 @@ def train_code_head(embeddings, views, recipe, progress=False, log=None):
             losses["bre"] = marginal + correlation
             if recipe.lambda_dmr or recipe.lambda_distill:
                 code = relaxed(plain)
+            if recipe.lambda_dmr:
                 losses["dmr"] = distance_matching(code, plain)
+            if recipe.lambda_distill:
                 losses["distill"] = neighbour_distillation(code, plain,
                                                            recipe.distill_temperature)
             total = (recipe.lambda_contrastive * losses["contrastive"]

@@ -187,3 +187,24 @@ class CodeHeadRecipe:
              self.lambda_distill)) if weight]
         return (f"learned from the ITQ init, {self.steps} Adam steps of {self.batch_size} on the "
                 f"frozen embeddings: " + " + ".join(terms))
+
+
+def parse_recipe_changes(pairs):
+    """Parse `--set key=value` pairs into a dict: int or float values where they parse, true /
+    false as booleans, anything else as text (the recipe checks keys and values)."""
+    changes = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"Expected --set key=value, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        if value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(value)
+                    break
+                except ValueError:
+                    continue
+        changes[key] = value
+    return changes
