@@ -23,6 +23,9 @@ setup(
         "matplotlib>=3.8",
         "grpcio>=1.60",  # the serving client and server; TF Serving's stubs: see setup.sh
         "protobuf>=5",
+        # the model server's REST API (serving/rest_api.py) and the search page (`zoo web`)
+        "starlette>=0.40",
+        "uvicorn>=0.30",
         "faiss-cpu>=1.8",  # archive index search (zoo.index): flat and HNSW, float and binary
         # page regions (zoo.proposals): connected components, dilation, median filter, NMS
         "opencv-python-headless>=4.8",
@@ -30,7 +33,7 @@ setup(
     extras_require={"test": ["pytest>=8"],
                     # `zoo web` (the search page) and its browser tests, which drive the
                     # Debian `chromium` package (setup.sh installs it), not a downloaded browser
-                    "web": ["starlette>=0.40", "uvicorn>=0.30", "playwright>=1.45"],
+                    "web": ["playwright>=1.45"],
                     # `zoo beam encode` (zoo/beam_pipeline.py); it caps protobuf < 7, pillow < 13
                     "beam": ["apache-beam>=2.77,<3"]},
     entry_points={"console_scripts": ["zoo=zoo.cli:main"]},

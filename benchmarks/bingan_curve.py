@@ -23,6 +23,7 @@ REPORT.json` records an existing report without training.
 """
 
 import argparse
+import dataclasses
 import csv
 import io
 import json
@@ -30,7 +31,6 @@ import os
 import shlex
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -43,7 +43,9 @@ UNDO = {"adam": ("adam", "keras"), "dropout": ("dropout_passes", "shared"),
         "generator_init": ("generator_init", "keras")}
 
 FIELDS = ("step", "epoch", "map_calibrated", "map_sign", "bit_balance_sign", "dmr_target",
-          "seconds", "d_real", "d_fake", "bit_correlation", "bre_me", "dmr", "g_loss")
+          "seconds", "d_real", "d_fake", "bit_correlation", "bre_me", "dmr", "g_loss", "con",
+          "map_16", "map_32", "map_64")
+LOGGED = ("d_real", "d_fake", "bit_correlation", "bre_me", "dmr", "g_loss", "con")
 
 
 def mean_average_precision(bits, labels, queries, database):
@@ -54,19 +56,31 @@ def mean_average_precision(bits, labels, queries, database):
 
 
 def code_bits(discriminator_weights, family, architecture, train_images, images):
-    """(calibrated bits, sign-at-0 bits) of `images` for a float32 copy of D; the calibration
-    (each bit centred on its median) uses `train_images`."""
+    """{code length: (calibrated bits, sign-at-0 bits)} of `images` for a float32 copy of D, one
+    item per code layer (BinGAN+ has several heads); the calibration (each bit centred on its
+    median) uses `train_images`."""
+    import keras
+
     _, discriminator = family.build_gan(**architecture)
     discriminator.set_weights(discriminator_weights)
-    extractor = family.build_feature_extractor(discriminator)
+    # The code layers: BinGAN's "code", BinGAN+'s "code_16", "code_32", ... (shortest first).
+    code_layers = sorted((layer.units, layer.name) for layer in discriminator.layers
+                         if layer.name == "code" or layer.name.startswith("code_"))
+    heads, layers = [bits for bits, _ in code_layers], [name for _, name in code_layers]
+    extractor = keras.Model(discriminator.input,
+                            [discriminator.get_layer(name).output for name in layers])
 
     def codes(batch_images):
-        return np.concatenate([np.asarray(extractor(batch_images[i:i + 2000], training=False))
-                               for i in range(0, len(batch_images), 2000)])
+        outputs = [extractor(batch_images[i:i + 2000], training=False)
+                   for i in range(0, len(batch_images), 2000)]
+        return [np.concatenate([np.asarray(batch[index]) for batch in outputs])
+                for index in range(len(layers))]
 
-    raw = codes(images)
-    median = np.median(codes(train_images), axis=0)
-    return (raw >= median).astype(np.uint8), (raw >= 0).astype(np.uint8)
+    result = {}
+    for bits, raw, calibration in zip(heads, codes(images), codes(train_images)):
+        median = np.median(calibration, axis=0)
+        result[bits] = ((raw >= median).astype(np.uint8), (raw >= 0).astype(np.uint8))
+    return result
 
 
 def dmr_target(discriminator, images, seed=0):
@@ -77,8 +91,8 @@ def dmr_target(discriminator, images, seed=0):
 
     batch = images[np.random.default_rng(seed).choice(len(images), 500, replace=False)]
     tf.random.set_seed(seed)
-    _, _, high, _ = discriminator(batch, training=True)
-    signs = np.where(np.asarray(high, np.float32) >= 0, 1.0, -1.0)
+    outputs = dict(zip(discriminator.output_names, discriminator(batch, training=True)))
+    signs = np.where(np.asarray(outputs["out_high"], np.float32) >= 0, 1.0, -1.0)
     inner = signs @ signs.T / signs.shape[1]
     return float((inner.sum() - np.trace(inner)) / (len(inner) * (len(inner) - 1)))
 
@@ -102,8 +116,12 @@ def save_plot(path, rows, baselines, title):
 
     figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
     epochs = [row["epoch"] for row in rows]
-    axis.plot(epochs, [row["map_calibrated"] for row in rows], "o-", label="BinGAN, median-centred bits (shipped)")
-    axis.plot(epochs, [row["map_sign"] for row in rows], "s--", label="BinGAN, sign at 0")
+    axis.plot(epochs, [row["map_calibrated"] for row in rows], "o-", label="median-centred bits (shipped)")
+    axis.plot(epochs, [row["map_sign"] for row in rows], "s--", label="sign at 0")
+    for length, style in ((16, "v-"), (64, "^-")):
+        if all(f"map_{length}" in row for row in rows):
+            axis.plot(epochs, [row[f"map_{length}"] for row in rows], style, markersize=4,
+                      label=f"the {length}-bit head, median-centred")
     for (method, value), style in zip(baselines.items(), (":", "-.", "--")):
         axis.axhline(value, color="grey", linestyle=style, label=f"{method} on pixels")
     axis.set_xlabel("epochs of training (0 = data-dependent initialisation, untrained)")
@@ -123,8 +141,11 @@ def record_in_manifest(summary, report, note):
     manifest.setdefault("bingan_curves", {})[key] = {
         "command": summary["command"], "machine": summary["machine"], "note": note,
         "baselines": summary["baselines"], "figure": report + ".png",
+        "model": summary.get("model"), "changes": summary.get("changes", {}),
+        "all_baselines": summary.get("all_baselines", {}),
         "rows": [{k: row[k] for k in ("step", "epoch", "map_calibrated", "map_sign", "dmr_target",
-                                      "d_real", "d_fake", "bit_correlation") if k in row}
+                                      "d_real", "d_fake", "bit_correlation", "con", "map_16",
+                                      "map_32", "map_64") if k in row}
                  for row in summary["rows"]]}
     write_manifest(manifest)
 
@@ -165,6 +186,8 @@ def main(argv=None):
     parser.add_argument("--evals-per-epoch", type=int, default=2)
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="changes",
                         help="change one recipe field (repeatable)")
+    parser.add_argument("--arch", action="append", metavar="NAME=VALUE", dest="arch_changes",
+                        help="change one architecture field (repeatable), e.g. high_grid=3")
     parser.add_argument("--undo", action="append", default=[], choices=sorted(UNDO),
                         help="train without one of issue 14's port fixes (repeatable)")
     parser.add_argument("--out", help="run directory (default runs/curve_MODEL[_changes])")
@@ -197,21 +220,29 @@ def main(argv=None):
     from zoo.machine import machine_description
     from zoo.models import get_family
     from zoo.registry import get_corpus, get_entry
-    from zoo.training import bingan
-    from zoo.training.recipe import parse_recipe_changes
+    from zoo.recipes import parse_recipe_changes
     from zoo.training.train import precision_policy, train_gan
 
     entry = get_entry(args.model)
-    if entry.family != "bingan":
-        raise SystemExit(f"{args.model} is not a BinGAN entry (family {entry.family!r}).")
+    if get_family(entry.family).hash_head != "sign":
+        raise SystemExit(f"{args.model} is not a BinGAN or BinGAN+ entry (family "
+                         f"{entry.family!r}): it has no binary code layer.")
+    if args.undo and entry.family != "bingan":
+        parser.error("--undo applies to the faithful BinGAN's port fixes only.")
     try:
         changes = parse_recipe_changes(args.changes)
+        arch_changes = parse_recipe_changes(args.arch_changes)
     except ValueError as error:
         parser.error(str(error))
-    suffix = "".join(f"_{k}={v}" for k, v in sorted(changes.items())) + "".join(
+    unknown = sorted(set(arch_changes) - set(entry.architecture))
+    if unknown:
+        parser.error(f"unknown architecture fields {unknown}; {args.model} has "
+                     f"{sorted(entry.architecture)}")
+    suffix = "".join(f"_{k}={v}" for k, v in sorted({**changes, **arch_changes}.items())) + "".join(
         f"_without_{fix}_fix" for fix in sorted(set(args.undo)))
     trainer_options = {UNDO[f][0]: UNDO[f][1] for f in args.undo if f != "generator_init"}
-    architecture = {**entry.architecture, **{UNDO[f][0]: UNDO[f][1] for f in args.undo
+    architecture = {**entry.architecture, **arch_changes,
+                    **{UNDO[f][0]: UNDO[f][1] for f in args.undo
                                              if f == "generator_init"}}
     train = load_corpus(get_corpus(entry.corpus), args.data_dir).images
     steps_per_epoch = len(train) // entry.recipe.batch_size
@@ -231,18 +262,34 @@ def main(argv=None):
     machine = machine_description()
     print(f"machine: {machine}")
     print(f"{args.model}: {recipe.iterations} steps ({args.epochs:g} epochs of {steps_per_epoch} "
-          f"steps), evaluated every {steps_per_eval}; recipe changes {changes or 'none'}")
+          f"steps), evaluated every {steps_per_eval}; changes {dict(changes, **arch_changes) or 'none'}")
 
     started = time.perf_counter()
-    baselines = {}
-    for method, (query_bits, database_bits) in baseline_codes(
-            evaluation.images[database], evaluation.images[queries],
-            entry.architecture["num_bits"]).items():
-        if method != "PCAH":
-            bits = np.concatenate([query_bits, database_bits])
-            baselines[method] = mean_average_precision(
-                bits, np.concatenate([labels[queries], labels[database]]),
-                np.arange(len(queries)), np.arange(len(queries), len(bits)))
+    own_bits = entry.architecture["num_bits"]
+    head_bits = sorted(entry.architecture.get("heads", [own_bits]))
+    # The pixel baselines depend only on the protocol: kept in runs/ for the next curve.
+    cache_path = os.path.join("runs", f"bingan_curve_baselines_{entry.eval_corpus}_"
+                                      f"{args.queries}.json")
+    all_baselines = {}
+    if os.path.exists(cache_path):
+        with open(cache_path) as handle:
+            all_baselines = json.load(handle)
+    for length in head_bits:
+        if f"PCA-ITQ, {length} bits" in all_baselines:
+            continue
+        for method, (query_bits, database_bits) in baseline_codes(
+                evaluation.images[database], evaluation.images[queries], length).items():
+            if method != "PCAH":
+                bits = np.concatenate([query_bits, database_bits])
+                all_baselines[f"{method}, {length} bits"] = mean_average_precision(
+                    bits, np.concatenate([labels[queries], labels[database]]),
+                    np.arange(len(queries)), np.arange(len(queries), len(bits)))
+        os.makedirs("runs", exist_ok=True)
+        write_atomically(cache_path, json.dumps(all_baselines, indent=2) + "\n")
+    all_baselines = {key: value for key, value in all_baselines.items()
+                     if int(key.split(", ")[1].split()[0]) in head_bits}
+    baselines = {key.split(",")[0]: value for key, value in all_baselines.items()
+                 if key.endswith(f", {own_bits} bits")}
     print("baselines on pixels: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items())
           + f" ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -261,36 +308,45 @@ def main(argv=None):
         if any(row["step"] == step for row in rows):
             return
         tick = time.perf_counter()
-        calibrated, sign = code_bits(discriminator.get_weights(), family, entry.architecture,
-                                     calibration, evaluation.images)
+        heads = code_bits(discriminator.get_weights(), family, architecture,
+                          calibration, evaluation.images)
+        calibrated, sign = heads[own_bits]
         row = {"step": step, "epoch": round(step / steps_per_epoch, 3)}
         for name, bits in (("map_calibrated", calibrated), ("map_sign", sign)):
             row[name] = mean_average_precision(bits, labels, queries, database)
+        if len(heads) > 1:
+            for length, (bits, _) in heads.items():
+                row[f"map_{length}"] = (row["map_calibrated"] if length == own_bits else
+                                        mean_average_precision(bits, labels, queries, database))
         row["bit_balance_sign"] = float(np.abs(sign[database].mean(axis=0) - 0.5).mean())
         row["dmr_target"] = dmr_target(discriminator, calibration)
         row["seconds"] = round(time.perf_counter() - tick, 1)
-        row.update({k: float(v) for k, v in (logs or {}).items() if k in FIELDS})
+        row.update({k: float(v) for k, v in (logs or {}).items() if k in LOGGED})
         rows.append(row)
         print(f"step {step:6d} (epoch {row['epoch']:.2f}): mAP@{TOP} {row['map_calibrated']:.3f} "
               f"calibrated, {row['map_sign']:.3f} sign at 0; "
-              + ", ".join(f"{k} {row[k]:.3f}" for k in ("dmr_target", *FIELDS[7:]) if k in row),
+              + ", ".join(f"{k} {row[k]:.3f}" for k in ("dmr_target", *LOGGED, "map_16",
+                                                         "map_64") if k in row),
               flush=True)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
         write_atomically(csv_path, buffer.getvalue())
-        summary = {"model": args.model, "recipe": recipe.to_dict(), "changes": changes,
+        summary = {"model": args.model, "recipe": recipe.to_dict(),
+                   "changes": {**changes, **arch_changes},
                    "without_fixes": sorted(set(args.undo)),
                    "machine": machine, "protocol": {"queries": args.queries, "seed": 0,
                                                     "top": TOP, "ties": "stable"},
-                   "steps_per_epoch": steps_per_epoch, "baselines": baselines, "rows": rows,
+                   "steps_per_epoch": steps_per_epoch, "baselines": baselines,
+                   "all_baselines": all_baselines, "rows": rows,
                    "command": "python -m benchmarks.bingan_curve " + shlex.join(
                        sys.argv[1:] if argv is None else argv)}
         write_atomically(report + ".json", json.dumps(summary, indent=2) + "\n")
         if args.record:
             record_in_manifest(summary, report, args.note)
-        title = (f"{args.model} (faithful BinGAN, CPU widths){' ' + suffix if suffix else ''}: "
+        kind = "faithful BinGAN, CPU widths" if entry.family == "bingan" else "BinGAN+"
+        title = (f"{args.model} ({kind}){' ' + suffix if suffix else ''}: "
                  f"Fashion-MNIST, {args.queries} queries")
         save_plot(report + ".png", rows, baselines, title)
 
@@ -303,13 +359,15 @@ def main(argv=None):
         def on_epoch_end(self, epoch, logs=None):
             record((epoch + 1) * steps_per_eval, self.model.discriminator, logs)
 
-    def make_trainer(generator, discriminator, recipe, jit_compile=False):
-        return bingan.make_trainer(generator, discriminator, recipe, jit_compile,
-                                   **trainer_options)
+    training = family.training_wrapper()
 
-    wrapper = types.SimpleNamespace(
-        make_trainer=make_trainer, initialize=bingan.initialize,
-        training_callbacks=lambda recipe: [*bingan.training_callbacks(recipe), Curve()])
+    def make_trainer(generator, discriminator, recipe, jit_compile=False):
+        return training.make_trainer(generator, discriminator, recipe, jit_compile,
+                                     **trainer_options)
+
+    wrapper = dataclasses.replace(
+        training, make_trainer=make_trainer,
+        callbacks=lambda recipe: [*training.callbacks(recipe), Curve()])
     keras.utils.set_random_seed(recipe.seed)
     with precision_policy(recipe.precision):
         generator, discriminator = family.build_gan(**architecture)

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from zoo.data.images import DEFAULT_MARGIN
 from zoo.data.preprocess_tf import decode_and_preprocess_tf
-from zoo.encoder import linear_hash_bits_tf
+from zoo.hashing import linear_hash_bits_tf
 
 __all__ = ["export_encoder", "SIGNATURES", "METADATA_FILE", "WARMUP_FILE"]
 
@@ -214,13 +214,30 @@ def build_metadata(encoder, version):
 
 
 def _warmup_images(image_shape):
-    """Two real merchant marks, float32 [2, H, W, 1], and their PNG files as scans: the first
-    dark ink on light paper in RGB, the second as it is (gray, strokes bright on black)."""
-    from PIL import Image
+    """Two small drawn marks (a staff with a cross bar and an orb; a four-like sign), float32
+    [2, H, W, 1] with strokes 1 on black, and their PNG files as scans: the first dark ink on
+    light paper in RGB, the second as it is (gray, strokes bright on black). Drawn here so that
+    exporting does not depend on the corpus generator."""
+    from PIL import Image, ImageDraw
 
-    from zoo.data.merchant_marks import make_corpus
-
-    images = make_corpus(2, 1, seed=7, size=image_shape[0]).images.astype(np.float32)
+    size = image_shape[0]
+    width = max(1, size // 24)
+    strokes = (
+        [((0.5, 0.15), (0.5, 0.85)), ((0.3, 0.3), (0.7, 0.3)), ("orb", (0.35, 0.65, 0.65, 0.95))],
+        [((0.6, 0.1), (0.6, 0.9)), ((0.6, 0.1), (0.2, 0.6)), ((0.2, 0.6), (0.8, 0.6))],
+    )
+    images = []
+    for mark in strokes:
+        canvas = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(canvas)
+        for stroke in mark:
+            if stroke[0] == "orb":
+                draw.ellipse([v * (size - 1) for v in stroke[1]], outline=255, width=width)
+            else:
+                draw.line([tuple(v * (size - 1) for v in point) for point in stroke], fill=255,
+                          width=width)
+        images.append(np.asarray(canvas, np.float32)[..., None] / 255.0)
+    images = np.stack(images)
     files = []
     for index, image in enumerate(images[..., 0]):
         pixels = np.round(image * 255).astype(np.uint8)

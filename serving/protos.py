@@ -1,11 +1,14 @@
 """Protocol buffers for serving, without importing TensorFlow where that can be avoided.
 
-`serving_apis()` imports the tensorflow-serving-api modules. Their generated code imports
-`tensorflow.core.framework.tensor_pb2` and friends, and a plain import of those runs
-`tensorflow/__init__.py` (about 6 s and the whole runtime). Where TensorFlow is not imported yet,
-the protos are loaded under a placeholder `tensorflow` package that only knows its folder, and the
-placeholder is removed again, so a later `import tensorflow` runs as usual and finds the same
-proto modules in sys.modules. Any failure falls back to the ordinary import.
+`serving_apis()` imports the tensorflow-serving-api modules for the client. The server imports
+them the ordinary way (`from tensorflow_serving.apis import predict_pb2`): it runs TensorFlow
+anyway. The client cannot: the generated code imports `tensorflow.core.framework.tensor_pb2`
+and friends, which only the full TensorFlow wheel ships (tensorflow-serving-api 2.21.0 depends on
+it and has no proto-only variant), and a plain import of those runs `tensorflow/__init__.py`
+(about 6 s and the whole runtime), which the client must not need. So where TensorFlow is not
+imported yet, the protos are loaded under a placeholder `tensorflow` package that only knows its
+folder, and the placeholder is removed again, so a later `import tensorflow` runs as usual and
+finds the same proto modules in sys.modules. Any failure falls back to the ordinary import.
 
 `BatchingParameters` and `MonitoringConfig` are the messages TF Serving reads from
 `--batching_parameters_file` and `--monitoring_config_file`. The tensorflow-serving-api wheel
@@ -25,7 +28,8 @@ __all__ = ["serving_apis", "BatchingParameters", "MonitoringConfig", "Prometheus
 
 _API_MODULES = ("model_pb2", "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2",
                 "model_management_pb2", "prediction_service_pb2_grpc", "model_service_pb2_grpc",
-                "prediction_log_pb2")
+                "prediction_log_pb2", "classification_pb2", "regression_pb2", "inference_pb2",
+                "input_pb2")
 _apis = None
 
 

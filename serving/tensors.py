@@ -1,7 +1,8 @@
 """numpy <-> tensorflow.TensorProto without TensorFlow (the client must not need it).
 
 Numeric tensors travel as `tensor_content` (raw little-endian bytes, what
-tf.make_tensor_proto writes); strings as `string_val`. Reading accepts both layouts, and the
+tf.make_tensor_proto writes), or with `as_fields=True` in the typed `*_val` fields (what TF
+Serving's Predict answers with: Tensor::AsProtoField); strings as `string_val`. Reading accepts both layouts, and the
 `*_val` fields with a single value broadcast to the shape, as TensorFlow's Tensor::FromProto does.
 """
 
@@ -41,8 +42,9 @@ def num_elements(shape):
     return count
 
 
-def to_tensor_proto(array, tensor_proto_class):
-    """A numpy array (numeric, or bytes / str objects) as a `tensor_proto_class` message."""
+def to_tensor_proto(array, tensor_proto_class, as_fields=False):
+    """A numpy array (numeric, or bytes / str objects) as a `tensor_proto_class` message:
+    numbers in tensor_content, or in the typed value field with `as_fields`."""
     proto = tensor_proto_class()
     array = np.asarray(array)
     if array.dtype.kind in "OSU":
@@ -54,8 +56,15 @@ def to_tensor_proto(array, tensor_proto_class):
         if enum is None:
             raise ValueError(f"Cannot send numpy dtype {array.dtype} as a tensor.")
         proto.dtype = enum
-        proto.tensor_content = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"),
-                                                                  copy=False).tobytes()
+        if as_fields:
+            _, field, _ = DTYPES[enum]
+            values = array.reshape(-1)
+            if enum == 19:  # half_val holds the float16 bit patterns
+                values = values.view(np.uint16)
+            getattr(proto, field).extend(values.tolist())
+        else:
+            proto.tensor_content = np.ascontiguousarray(array).astype(
+                array.dtype.newbyteorder("<"), copy=False).tobytes()
     for size in array.shape:
         proto.tensor_shape.dim.add(size=int(size))
     return proto

@@ -41,3 +41,8 @@ def zoo_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a paper-sized or long case (kept in the suite; "
+                                       "`-m 'not slow'` leaves it out)")

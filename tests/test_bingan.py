@@ -15,7 +15,7 @@ from zoo.data.cifar10 import load_cifar10
 from zoo.data.fashion_mnist import load_fashion_mnist, read_idx
 from zoo.models import bingan
 from zoo.training import bingan as training
-from zoo.training.recipe import BinGANRecipe
+from zoo.recipes import BinGANRecipe
 from zoo.training.train import train_gan
 
 TINY = dict(num_bits=8, widths=(4, 8), generator_widths=(16, 8, 4), latent_dim=10)
@@ -140,7 +140,7 @@ def test_train_step_logs_every_loss_and_code_statistic_and_resumes(tmp_path, rng
         tf.keras.utils.set_random_seed(0)
         nets = bingan.build_gan(**TINY)
         trainer, _ = train_gan(*nets, images, recipe.replace(iterations=iterations),
-                               str(tmp_path / out), progress=False, wrapper=training)
+                               str(tmp_path / out), progress=False, wrapper=training.TRAINING)
         return nets, trainer
 
     (generator, discriminator), trainer = run("straight", 4)

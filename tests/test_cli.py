@@ -49,7 +49,7 @@ def test_merchant_results_in_models_md_are_reproduced_by_their_command():
 
 
 def test_set_values_parse_as_numbers_booleans_or_text():
-    from zoo.training.recipe import parse_recipe_changes
+    from zoo.recipes import parse_recipe_changes
 
     assert parse_recipe_changes(["iterations=5", "learning_rate=2e-4", "center_high=false",
                                  "augment=True", "precision=float32"]) == {

@@ -93,5 +93,6 @@ def test_omniglot_reads_the_official_zips():
 
 
 def test_omniglot_missing_folder_says_where_to_point(tmp_path):
-    with pytest.raises(ValueError, match="ZOO_OMNIGLOT_DIR"):
+    with pytest.raises(ValueError, match="ZOO_OMNIGLOT_DIR") as error:
         load_omniglot(str(tmp_path))
+    assert str(tmp_path) in str(error.value) and "github.com/brendenlake/omniglot" in str(error.value)

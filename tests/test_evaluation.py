@@ -49,3 +49,19 @@ def test_bad_evaluation_input():
         retrieval_metrics(np.eye(10), np.arange(9))
     with pytest.raises(ValueError, match="at least one other item"):
         retrieval_metrics(np.eye(10), np.arange(10), k=2)
+
+
+def test_query_grids_draw_the_drawings_as_dark_ink_on_light_paper(tmp_path):
+    from PIL import Image
+
+    from zoo.evaluation.run import save_query_grid
+
+    images = np.zeros((3, 16, 16, 1), np.float32)
+    images[:, 7:9, :, 0] = 1.0  # one horizontal stroke, as the zoo holds drawings
+    embeddings = np.eye(3, dtype=np.float32)
+    for dark_ink, paper, ink in ((True, 255, 0), (False, 0, 255)):
+        path = save_query_grid(str(tmp_path / f"grid_{dark_ink}.png"), images, embeddings,
+                               queries=1, top_k=2, dark_ink=dark_ink)
+        picture = np.asarray(Image.open(path).convert("L"))
+        top, left = 4 + 3, 4 + 3  # the query tile: outer margin + frame; tiles drawn at 2x
+        assert picture[top + 2, left + 2] == paper and picture[top + 16, left + 16] == ink

@@ -424,6 +424,12 @@ def test_cli_build_add_search_and_grid(archive, tmp_path, capsys):
     assert len(lines) == 5 and lines[-1] == f"grid: {grid}"
     with Image.open(grid) as picture:
         assert picture.size[0] > 4 * 64 and picture.size[1] >= 64  # query + 3 tiles
+        query_tile = np.asarray(picture.convert("L"))[7:7 + 96, 7:7 + 96]
+    # The query and hits are the scans as they are (dark ink on light paper), not the
+    # preprocessed negatives; the 80 x 96 scan is padded with white to the square.
+    expected = np.asarray(Image.open(paths[3]).convert("L").resize((80, 96)))
+    assert np.median(query_tile) > 200 and query_tile.min() < 100
+    assert abs(float(query_tile[:, 8:-8].mean()) - float(expected.mean())) < 12
     assert main(["search", out, paths[3], "--hamming", "-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[1] == "distance" and lines[1].split()[:3] == ["1", "0", "3"]

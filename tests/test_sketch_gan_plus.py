@@ -11,7 +11,7 @@ from zoo.encoder import Encoder
 from zoo.evaluation.transforms import rotate
 from zoo.models import sketch_gan_plus
 from zoo.training import sketch_gan_plus as training
-from zoo.training.recipe import SketchGANPlusRecipe
+from zoo.recipes import SketchGANPlusRecipe
 from zoo.training.run import float32_networks
 from zoo.training.train import train_gan
 
@@ -129,7 +129,7 @@ def test_training_logs_the_contrastive_loss_resumes_and_calibrates(tmp_path):
         tf.keras.utils.set_random_seed(0)
         nets = sketch_gan_plus.build_gan(**TINY)
         trainer, _ = train_gan(*nets, images, recipe.replace(iterations=iterations),
-                               str(tmp_path / out), progress=False, wrapper=training)
+                               str(tmp_path / out), progress=False, wrapper=training.TRAINING)
         return nets
 
     generator, discriminator = run("straight", 4)
@@ -152,7 +152,7 @@ def test_plain_gan_ablation_skips_the_contrastive_loss(tmp_path):
                                  latent_dim=4, precision="float32", lambda_con=0.0,
                                  augment=False)
     nets = sketch_gan_plus.build_gan(**TINY)
-    train_gan(*nets, images, recipe, str(tmp_path), progress=False, wrapper=training)
+    train_gan(*nets, images, recipe, str(tmp_path), progress=False, wrapper=training.TRAINING)
     log = open(tmp_path / "log.csv").read().splitlines()
     row = dict(zip(log[0].split(","), log[-1].split(",")))
     assert float(row["con_loss"]) == 0.0 and math.isfinite(float(row["d_loss"]))

@@ -13,7 +13,7 @@ import pytest
 from zoo.models import sketch_gan
 from zoo.training.checkpoint import load_checkpoint
 from zoo.training.gan import GANTrainer, make_trainer, reestimate_batchnorm
-from zoo.training.recipe import Recipe
+from zoo.recipes import Recipe
 from zoo.training.train import train_gan
 
 TINY = Recipe(iterations=12, batch_size=8, checkpoint_every=4, sample_every=6, seed=3)

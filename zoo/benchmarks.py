@@ -14,10 +14,10 @@ import tensorflow as tf
 
 from zoo.loading import build
 from zoo.machine import machine_description
+from zoo.models import get_family
 from zoo.registry import get_entry
-from zoo.training.gan import make_trainer
-from zoo.training.run import training_wrapper
-from zoo.training.train import batch_dataset, precision_policy, real_images_per_step
+from zoo.training.gan import TRAINING as GAN_TRAINING
+from zoo.training.train import batch_dataset, precision_policy
 
 
 def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, real_images,
@@ -49,7 +49,7 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
     float32 loop for families with their own training wrapper (BinGAN)."""
     entry = get_entry(name)
     recipe = entry.recipe.replace(batch_size=batch_size)
-    wrapper = training_wrapper(entry.family)
+    wrapper = get_family(entry.family).training_wrapper()
     image_shape = tuple(build(name)[1].input.shape[1:])
     images = np.random.default_rng(0).random((max(batch_size * 4, 512), *image_shape),
                                              dtype=np.float32)
@@ -57,17 +57,17 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
     def zoo_loop(precision):
         with precision_policy(precision):
             nets = build(name)
-        if hasattr(wrapper, "initialize"):
+        if wrapper.initialize is not None:
             wrapper.initialize(*nets, images, recipe.replace(init_count=min(recipe.init_count,
                                                                             len(images))))
-        trainer = getattr(wrapper, "make_trainer", make_trainer)(*nets, recipe,
-                                                                  jit_compile=jit_compile)
-        dataset = batch_dataset(images, real_images_per_step(trainer, recipe), 0, 0, 10**9)
+        trainer = wrapper.make_trainer(*nets, recipe, jit_compile=jit_compile)
+        dataset = (wrapper.batch_dataset(images, recipe, 0, 10**9) if wrapper.batch_dataset
+                   else batch_dataset(images, wrapper.images_per_step(recipe), 0, 0, 10**9))
         trainer.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
         return lambda count: trainer.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
 
     loops = {}
-    if wrapper is None:
+    if wrapper is GAN_TRAINING:  # Alg. 1's loop has a plain reference to compare with
         ref_generator, ref_discriminator = build(name)
         ref_d_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)
         ref_g_optimizer = keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1)

@@ -16,7 +16,7 @@ def cmd_list(args):
 
 
 def cmd_train(args):
-    from zoo.training.recipe import parse_recipe_changes
+    from zoo.recipes import parse_recipe_changes
     from zoo.training.run import train_model
 
     path = train_model(args.name, out_dir=args.out, data_dir=args.data_dir,
@@ -27,7 +27,7 @@ def cmd_train(args):
 def cmd_publish(args):
     from zoo.training.run import publish
 
-    record = publish(args.name, args.run_dir)
+    record = publish(args.name, args.run_dir, command=args.trained_with)
     print(json.dumps(record, indent=2))
 
 
@@ -361,7 +361,7 @@ def cmd_export(args):
 
 
 def cmd_transfer(args):
-    from zoo.training.recipe import parse_recipe_changes
+    from zoo.recipes import parse_recipe_changes
     from zoo.transferring import format_report, record_transfer, transfer
 
     changes = parse_recipe_changes(args.set)
@@ -392,14 +392,31 @@ def cmd_web(args):
           page_size=args.page_size, server=args.server)
 
 
+def _flag_bool(text):
+    """A TF Serving boolean flag value (--enable_batching, --enable_batching=true / false)."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def cmd_serve(args):
     from serving.server import serve
 
-    serve(args.model_base_path, port=args.port, rest_port=args.rest_port, host=args.host,
-          model_config_file=args.model_config_file,
+    if args.model_base_path and args.model_base_path_flag:
+        raise ValueError("Give the model base path once: as the argument or as "
+                         "--model_base_path.")
+    rest_port = args.rest_port
+    if args.rest_api_port is not None:  # TF Serving: --rest_api_port=0 means no REST API
+        rest_port = args.rest_api_port or None
+    warmup = not args.no_warmup if args.enable_model_warmup is None else args.enable_model_warmup
+    serve(args.model_base_path or args.model_base_path_flag, port=args.port,
+          rest_port=rest_port, host=args.host, model_config_file=args.model_config_file,
           batching_parameters_file=args.batching_parameters_file,
           poll_interval=args.poll_interval, max_message_mb=args.max_message_mb,
-          warmup=not args.no_warmup)
+          warmup=warmup, model_name=args.model_name, enable_batching=args.enable_batching,
+          monitoring_config_file=args.monitoring_config_file)
 
 
 def build_parser():
@@ -421,6 +438,9 @@ def build_parser():
     sub = commands.add_parser("publish", help="copy a finished run's weights into the package")
     sub.add_argument("name")
     sub.add_argument("run_dir")
+    sub.add_argument("--trained-with", metavar="COMMAND",
+                     help="the command that made the run, as the manifest should show it "
+                          "(default: zoo train NAME)")
     sub.set_defaults(run=cmd_publish)
 
     sub = commands.add_parser("hash-head", help="refit a shipped model's hash head (ITQ, or its "
@@ -625,18 +645,44 @@ def build_parser():
     sub.add_argument("--jit", action="store_true", help="compile the zoo loop with XLA")
     sub.set_defaults(run=cmd_bench)
 
-    sub = commands.add_parser("serve", help="serve exported models with TF Serving's gRPC/REST API")
+    sub = commands.add_parser(
+        "serve", help="serve exported models with TF Serving's gRPC/REST API",
+        description="Serve SavedModels with TF Serving's gRPC and REST APIs. Also takes "
+                    "tensorflow_model_server's flags (--rest_api_port, --model_name, "
+                    "--model_base_path, --model_config_file, --batching_parameters_file, "
+                    "--enable_batching, --monitoring_config_file), so a TF Serving command line "
+                    "runs unchanged after `zoo serve`.")
     sub.add_argument("model_base_path", nargs="?",
                      help="folder of NAME/VERSION/ SavedModels (every model, latest version)")
     sub.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     sub.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    sub.add_argument("--rest_api_port", type=int, default=None,
+                     help="TF Serving's REST port flag: overrides --rest-port; 0 turns REST off")
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sub.add_argument("--model-config-file", help="TF Serving ModelServerConfig text proto")
-    sub.add_argument("--batching-parameters-file", help="TF Serving BatchingParameters text proto")
-    sub.add_argument("--poll-interval", type=float, default=1.0,
+    sub.add_argument("--model_name", help="TF Serving's single model: its name (with "
+                                          "--model_base_path)")
+    sub.add_argument("--model_base_path", dest="model_base_path_flag",
+                     help="TF Serving's single model: the folder holding its VERSION/ folders")
+    sub.add_argument("--model-config-file", "--model_config_file", dest="model_config_file",
+                     help="TF Serving ModelServerConfig text proto")
+    sub.add_argument("--batching-parameters-file", "--batching_parameters_file",
+                     dest="batching_parameters_file",
+                     help="TF Serving BatchingParameters text proto (turns batching on)")
+    sub.add_argument("--enable_batching", nargs="?", const=True, default=False, type=_flag_bool,
+                     help="batch concurrent requests (default parameters unless a batching "
+                          "parameters file is given)")
+    sub.add_argument("--monitoring-config-file", "--monitoring_config_file",
+                     dest="monitoring_config_file",
+                     help="TF Serving MonitoringConfig text proto (Prometheus metrics on the "
+                          "REST port)")
+    sub.add_argument("--poll-interval", "--file_system_poll_wait_seconds", type=float,
+                     default=1.0, dest="poll_interval",
                      help="seconds between file-system polls for new versions (0: never)")
     sub.add_argument("--max-message-mb", type=float, default=64, help="largest request accepted")
     sub.add_argument("--no-warmup", action="store_true", help="skip the warmup requests")
+    sub.add_argument("--enable_model_warmup", nargs="?", const=True, default=None,
+                     type=_flag_bool, help="TF Serving's flag: replay the warmup requests "
+                                           "(the default here)")
     sub.set_defaults(run=cmd_serve)
 
     sub = commands.add_parser("web", help="the search page: query an index by example in the "

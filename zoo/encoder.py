@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from zoo.hashing import LinearHash, fit_itq, pack_bits
+from zoo.hashing import LinearHash, fit_itq, linear_hash_bits_tf, pack_bits
 
 IMAGE_SIZE = 64
 
@@ -43,13 +43,6 @@ def validate_images(images, size=IMAGE_SIZE):
         raise ValueError(f"Expected float images in [0, 1]; got values in [{low:.3g}, {high:.3g}]. "
                          f"(Scale 0-255 data by 1/255 or pass uint8.)")
     return np.clip(images, 0.0, 1.0).astype(np.float32)
-
-
-def linear_hash_bits_tf(embeddings, mean, projection):
-    """bits = ((embeddings - mean) @ projection >= 0) as uint8 [N, K]: the TensorFlow ops of a
-    LinearHash, shared by `Encoder.hash` and the exported graph so both give the same bits."""
-    projected = tf.matmul(embeddings - mean, projection)
-    return tf.cast(projected >= 0.0, tf.uint8)
 
 
 _linear_hash_bits = tf.function(

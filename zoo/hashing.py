@@ -275,3 +275,12 @@ def top_k_overlap(embeddings, bits, k=8):
     hamming_neighbours = _top_k(hamming, k)
     shared = [len(np.intersect1d(a, b)) for a, b in zip(cosine_neighbours, hamming_neighbours)]
     return float(np.mean(shared) / k)
+
+
+def linear_hash_bits_tf(embeddings, mean, projection):
+    """bits = ((embeddings - mean) @ projection >= 0) as uint8 [N, K]: the TensorFlow ops of a
+    LinearHash, shared by `Encoder.hash` and the exported graph so both give the same bits."""
+    import tensorflow as tf
+
+    projected = tf.matmul(embeddings - mean, projection)
+    return tf.cast(projected >= 0.0, tf.uint8)

@@ -56,8 +56,8 @@ def load(name, weights_path=None, with_hash_head=True):
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
     encoder = Encoder(name, family.build_feature_extractor(discriminator), entry,
-                      hash_head=hash_head, margin=getattr(family, "PREPROCESS_MARGIN", 3))
-    if with_hash_head and hash_head is None and hasattr(family, "sign_hash_head"):
+                      hash_head=hash_head, margin=family.margin)
+    if with_hash_head and hash_head is None and family.hash_head == "sign":
         # A binarisation that does not depend on the weights (BinGAN's signs) is always there.
         encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))
     return encoder

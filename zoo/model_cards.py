@@ -48,7 +48,7 @@ only training uses.
   cross-entropy from logits): the same function, numerically safer.
 - Adam uses beta_1 = 0.5 (DCGAN practice and the authors' later code); the paper gives only
   the learning rate 0.002. The authors' later learning rate 2e-4 is available as
-  `zoo.training.recipe.STABLE` (`zoo train NAME --set learning_rate=0.0002`).
+  `zoo.recipes.STABLE` (`zoo train NAME --set learning_rate=0.0002`).
 - TF 'same' padding with stride 2 pads bottom/right only (the paper's Theano code pads
   symmetrically); this moves the shift-invariance map by about one pixel.
 - BatchNorm statistics used at encode time are re-estimated on the real training corpus after
@@ -185,7 +185,7 @@ def _transfer_section(manifest):
              "their statistics refitted on the archive, without any training. The shipped "
              "model's hash head was fitted on its own training corpus; the transferred model's "
              "on the archive. Fine-tuning uses the learning rate 2e-4 "
-             "(`zoo.training.recipe.STABLE`) unless the command sets another. Training times "
+             "(`zoo.recipes.STABLE`) unless the command sets another. Training times "
              "are wall times on cores shared with other jobs."]
     for command, record in records.items():
         recipe = record["recipe"]
@@ -260,7 +260,12 @@ is the sign pattern of a mean-pooled leaky-ReLU layer, asks nearly every pair of
 same code. The paper-scale run (96/192 widths, 400 epochs) needs a GPU.
 
 The paper-sized `bingan_cifar10_{16,32,64}` configurations build and train by name
-(`zoo train bingan_cifar10_32 --data-dir cifar-10-python.tar.gz`); no weights ship for them."""
+(`zoo train bingan_cifar10_32 --data-dir cifar-10-python.tar.gz`); no weights ship for them.
+
+The binary codes to use on this benchmark are BinGAN+'s (`bingan_plus_fashion_{16,32,64}`,
+in the same table and described below the faithful curve): the same kind of discriminator,
+game and regularisers, with a contrastive task on the codes and a spatial high-dimensional
+layer."""
 
 
 def _ablation_section(manifest):
@@ -454,9 +459,14 @@ def _map_protocols_section(manifest):
     return lines
 
 
+def _is_bingan_plus_curve(key):
+    return key.startswith("curve_bingan_plus")
+
+
 def _bingan_curve_section(manifest):
     """The faithful BinGAN's mAP@1000 along training (`benchmarks.bingan_curve --record`)."""
-    curves = manifest.get("bingan_curves", {})
+    curves = {key: record for key, record in manifest.get("bingan_curves", {}).items()
+              if not _is_bingan_plus_curve(key)}
     if not curves:
         return []
     lines = ["", "### Does training help the faithful BinGAN? mAP@1000 along training", "",
@@ -476,6 +486,152 @@ def _bingan_curve_section(manifest):
             lines.append(f"| {row['epoch']:.1f} | {row['step']} | {row['map_calibrated']:.3f} | "
                          f"{row['map_sign']:.3f} | " + " | ".join(cells) + " |")
     return lines
+
+
+BINGAN_PLUS_NOTES = """\
+`bingan_plus_fashion_{16,32,64}` keep BinGAN's core, a GAN discriminator whose low-dimensional
+layers are binarised and regularised by DMR and BRE (`zoo.models.bingan_plus`,
+`zoo.training.bingan_plus`), and add what the measurements below support. Deviations from the
+paper and from the faithful port, all in the registered recipe and architecture:
+
+- **A spatial high-dimensional layer.** BinGAN's is the last feature map averaged over all
+  positions (64-d at these widths); here it is averaged over a 3 x 3 grid and flattened
+  (576-d, `high_grid=3`), so the codes can keep where a garment's parts are. On Fashion-MNIST's
+  centred, aligned images this was the largest single gain measured (+0.11 mAP@1000 at 32 bits
+  after one epoch, table below).
+- **One network, three code heads.** 16-, 32- and 64-bit dense code layers on that layer,
+  trained together by one run; each entry's encoder reads its own head, and the three entries
+  ship the same weights. The real/fake logits come from the high-dimensional layer (in BinGAN
+  they come from the one code layer).
+- **A contrastive task on the codes**: NT-Xent (temperature 0.3) between the straight-through
+  signs (sign forward, tanh's gradient backward) of two views of each image, averaged over the
+  heads, beside BinGAN's GAN loss, feature matching (on the high-dimensional layer), DMR and
+  BRE (lambda 0.5 and 0.1 rather than 0.05 and 0.001, on every head, DMR's target centred on
+  the batch mean: the faithful curve shows the uncentred target asks every pair for the same
+  code).
+- **Views**: a small shift (2 px) and scale (10%) and a horizontal flip, the same on real and
+  generated batches. For half the images the second view is of one of the image's 5 nearest
+  neighbours by raw pixels (computed once, no labels): the pixels already rank Fashion-MNIST
+  well (float nearest neighbours 0.70 mAP@1000), and the neighbour gives the code a positive
+  that augmentation alone cannot.
+- **Schedule**: batch 128, Adam (the official code's form) at 5e-4 with beta_1 0.5, 10 epochs
+  (4,680 steps, about 45 minutes on 2 cores), the last 30% decaying linearly to 0; dropout 0 /
+  0.2 / 0.2 instead of 0.2 / 0.5 / 0.5; float32.
+
+`zoo train bingan_plus_fashion_32` trains it; the shipped run was made by the curve command
+below, whose recipe is the registered one, and finished (float32 copy, every head's bits
+centred on their medians over the training images) by `zoo train NAME --out
+runs/curve_bingan_plus_fashion_32` for each of the three names.
+
+What it reaches (the hashing table above; one training run, seed 0):
+
+- **BinGAN+ beats PCA-ITQ at every code length**, by 0.05 at 16 bits and by less at 32 and 64
+  (numbers in the table: PCA-ITQ and LSH are fitted on the pixels in the same run). The
+  faithful BinGAN at the same scale stays below LSH.
+- **Issue 14's goal at 32 bits (>= 0.73, ITQ + 0.05) is missed.** The curve below rises fast
+  for three epochs and slowly after (about +0.003 an epoch from epoch 5 to 10); the learning
+  rate's decay in the last 30% adds little. Longer runs are the next thing to try (the recipe is
+  resumable and 2 hours would allow about 25 epochs), then a wider trunk (widths 32/64 are
+  BinGAN's CPU preset here, a third of the paper's).
+- **The GAN is not what makes these codes good.** The ablation's "without the GAN" row (the
+  same network, contrastive task and regularisers, no generator) scores at least as well
+  after one epoch (0.636 at 32 bits, against 0.590 and 0.621 for two runs of the shipped
+  recipe), and so does the row without DMR and BRE (0.642). What carries the result is the
+  contrastive task on the codes (without it: 0.551), the spatial high-dimensional layer and
+  the pixel-neighbour partners. The GAN term and the regularisers are kept because BinGAN+
+  keeps BinGAN's core (issue 14); whether they help over a full schedule is not measured here.
+
+Single 1-epoch rows are noisy: the same 1-epoch computation run twice (the first table's
+high_grid=3 row and the training run's epoch-1 point, which take the same steps) gave 0.621 and
+0.590 at 32 bits. TensorFlow's CPU kernels are not bitwise reproducible across runs and the game
+amplifies the differences, so read gaps under about 0.03 between rows as noise."""
+
+
+def _curve_point(rows, epoch):
+    return next((row for row in rows if abs(row["epoch"] - epoch) < 1e-6), None)
+
+
+def _bingan_plus_section(manifest):
+    """BinGAN+ (issue 14, part 2): its training curve and its ablation rows."""
+    curves = {key: record for key, record in manifest.get("bingan_curves", {}).items()
+              if _is_bingan_plus_curve(key)}
+    main = curves.pop("curve_bingan_plus_fashion_32", None)
+    if not main:
+        return []
+    heads = (16, 32, 64)
+    baselines = main.get("all_baselines", {})
+    lines = ["", "### BinGAN+: the binary codes to use on Fashion-MNIST", "", BINGAN_PLUS_NOTES,
+             "", f"**Training curve**: `{main['command']}` ({main['machine']}). mAP@1000 of each "
+                 f"head (median-centred bits) on the hashing protocol above, PCA-ITQ and LSH on "
+                 f"the pixels in the same run. Figure: `{main['figure']}`.", "",
+             "| epoch | step | 16 bits | 32 bits | 64 bits | NT-Xent | D(real) | D(fake) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in main["rows"]:
+        cells = [_fmt(row.get(f"map_{bits}", "-")) for bits in heads]
+        cells += [_fmt(row.get(k, "-")) for k in ("con", "d_real", "d_fake")]
+        lines.append(f"| {row['epoch']:.1f} | {row['step']} | " + " | ".join(cells) + " |")
+    for method in ("PCA-ITQ", "LSH"):
+        if all(f"{method}, {bits} bits" in baselines for bits in heads):
+            lines.append(f"| {method} on pixels | | " + " | ".join(
+                f"{baselines[f'{method}, {bits} bits']:.3f}" for bits in heads) + " | | | |")
+    first_epoch = _curve_point(main["rows"], 1.0)
+    heads_cells = lambda row: " | ".join(_fmt(row.get(f"map_{bits}", "-")) for bits in heads)
+    first_recipe, shipped = {}, {}
+    for key, record in curves.items():
+        changes = {k: v for k, v in record.get("changes", {}).items() if k != "decay_fraction"}
+        if changes.get("high_grid") == 1:
+            first_recipe[key] = (changes, record)
+        else:
+            shipped[key] = (changes, record)
+    if shipped and first_epoch:
+        lines += ["", "**Ablation of the shipped recipe** (one change a row, 1 epoch = 468 steps, "
+                      "constant learning rate, seed 0; the first row is the training run's own "
+                      "epoch-1 point, whose learning rate is still constant there). mAP@1000 per "
+                      "head:", "",
+                  "| change | 16 bits | 32 bits | 64 bits | command |", "|---|---|---|---|---|",
+                  f"| shipped recipe | {heads_cells(first_epoch)} | `{main['command']}` "
+                  f"(epoch 1) |"]
+        for key, (changes, record) in sorted(shipped.items()):
+            if changes.get("high_grid") == 3:
+                continue  # measured on the first recipe: listed below
+            lines.append(f"| {_ablation_label(changes)} | {heads_cells(record['rows'][-1])} | "
+                         f"`{record['command']}` |")
+    if first_recipe:
+        lines += ["", "**Before it: the same rows on the first recipe** (BinGAN's global "
+                      "average as the high-dimensional layer, `high_grid=1`; otherwise as "
+                      "shipped), which is how the 3 x 3 grid was found. 1 epoch each, constant "
+                      "learning rate, seed 0. The first row was measured as the first epoch of "
+                      "that recipe's training run (stopped when the grid row came in), which "
+                      "takes the same steps as its command:", "",
+                  "| change | 16 bits | 32 bits | 64 bits | command |", "|---|---|---|---|---|"]
+        rows = sorted(first_recipe.items(), key=lambda item: len(item[1][0]))
+        rows += [(key, (changes, record)) for key, (changes, record) in shipped.items()
+                 if changes.get("high_grid") == 3]
+        for key, (changes, record) in rows:
+            label = ("first recipe (high_grid=1)" if changes == {"high_grid": 1} else
+                     "high_grid=3: the last map pooled to 3 x 3 (576-d), the change shipped"
+                     if changes == {"high_grid": 3} else
+                     _ablation_label({k: v for k, v in changes.items() if k != "high_grid"}))
+            lines.append(f"| {label} | {heads_cells(record['rows'][-1])} | "
+                         f"`{record['command']}` |")
+    return lines
+
+
+def _ablation_label(changes):
+    return BINGAN_PLUS_ABLATION_LABELS.get(
+        tuple(sorted(changes.items())),
+        ", ".join(f"{k} = {v}" for k, v in sorted(changes.items())))
+
+
+BINGAN_PLUS_ABLATION_LABELS = {
+    (("neighbours", 0),): "without pixel-neighbour partners (both views of the same image)",
+    (("lambda_con", 0),): "without the contrastive task (BinGAN's losses on augmented views)",
+    (("lambda_gan", 0),): "without the GAN (no generator, no real/fake loss)",
+    (("lambda_bre", 0), ("lambda_dmr", 0)): "without DMR and BRE",
+    (("straight_through", False),): "tanh codes in NT-Xent instead of the straight-through sign",
+    (("flip", False),): "without horizontal flips",
+    (("learning_rate", 0.001),): "learning rate 1e-3 instead of 5e-4",
+}
 
 
 def render():
@@ -498,6 +654,7 @@ def render():
         lines += _results_table(corpus, rows)
     lines += (_invariance_section(manifest) + _oneshot_section(manifest)
               + _ablation_section(manifest) + _hashing_section(manifest)
+              + _bingan_plus_section(manifest)
               + _bingan_curve_section(manifest) + _map_protocols_section(manifest)
               + _code_head_section(manifest)
               + _transfer_section(manifest))

@@ -10,7 +10,8 @@ import dataclasses
 import json
 import os
 
-from zoo.training.recipe import PAPER, BinGANRecipe, CodeHeadRecipe, Recipe, SketchGANPlusRecipe
+from zoo.recipes import (PAPER, BinGANPlusRecipe, BinGANRecipe, CodeHeadRecipe, Recipe,
+                                 SketchGANPlusRecipe)
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
@@ -195,6 +196,28 @@ for _bits in (16, 32, 64):
                       "generator_widths": [128, 64, 32], "channels": 1},
         corpus="fashion_mnist_train", eval_corpus="fashion_mnist_all", recipe=BINGAN_CPU_RECIPE,
         paper=BINGAN_PAPER, similarity="Hamming distance of the code bits",
+        preprocessing="grayscale 28x28 zero-padded to 32x32 (float [0, 1]); the bytes "
+                      "signatures crop to ink and resize to 28x28 inside 32x32",
+        licence="MIT (weights trained by this project on Fashion-MNIST, MIT licence)",
+    ))
+
+# BinGAN+ (issue 14, part 2): one network with 16-, 32- and 64-bit code heads trained together by
+# one run; each entry reads its own head, and the three ship the same weights (MODELS.md).
+BINGAN_PLUS_RECIPE = BinGANPlusRecipe()
+BINGAN_PLUS_ARCHITECTURE = {"heads": [16, 32, 64], "widths": [32, 64],
+                            "generator_widths": [128, 64, 32], "channels": 1,
+                            "dropout": [0.0, 0.2, 0.2], "high_grid": 3}
+for _bits in (16, 32, 64):
+    register(ModelEntry(
+        name=f"bingan_plus_fashion_{_bits}",
+        description=f"BinGAN+ {_bits}-bit binary descriptors for Fashion-MNIST: BinGAN's "
+                    f"discriminator, game and regularisers plus a contrastive task on the codes "
+                    f"(no labels)",
+        family="bingan_plus",
+        architecture={"num_bits": _bits, **BINGAN_PLUS_ARCHITECTURE},
+        corpus="fashion_mnist_train", eval_corpus="fashion_mnist_all", recipe=BINGAN_PLUS_RECIPE,
+        paper=BINGAN_PAPER + "; improvements: this project (MODELS.md)",
+        similarity="Hamming distance of the code bits",
         preprocessing="grayscale 28x28 zero-padded to 32x32 (float [0, 1]); the bytes "
                       "signatures crop to ink and resize to 28x28 inside 32x32",
         licence="MIT (weights trained by this project on Fashion-MNIST, MIT licence)",

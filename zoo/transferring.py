@@ -17,7 +17,7 @@ fine-tuned weights (<name>.weights.h5, loadable with `zoo.load(base, weights_pat
 the report (transfer.json).
 
 Fine-tuning uses the registered recipe with the authors' later learning rate 2e-4
-(`zoo.training.recipe.STABLE`) rather than the paper's 2e-3. Measured for sketch_gan_merchant ->
+(`zoo.recipes.STABLE`) rather than the paper's 2e-3. Measured for sketch_gan_merchant ->
 Omniglot background, 500 steps (MODELS.md, "Transfer to a new archive"): 2e-3 gained nothing
 (P@8 0.365 against 0.367 with 2e-4; 64-bit codes 0.278 against 0.286) and changed the neighbour
 lists more (0.551 of the top 8 kept against 0.635), so the smaller step is the default;
@@ -37,7 +37,6 @@ TRANSFER_LEARNING_RATE = 2e-4
 # Families trained by zoo.training.gan's GANTrainer. BinGAN needs its own trainer without its
 # data-dependent initialisation (which would overwrite the pretrained weights), its own
 # preprocessing and calibration: not supported yet.
-SUPPORTED_FAMILIES = ("sketch_gan", "sketch_gan_plus")
 REPORT_NAME = "transfer.json"
 TOP_K = 8
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -230,16 +229,18 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     from zoo.evaluation.retrieval import raw_pixel_embeddings
     from zoo.loading import load_gan
     from zoo.machine import machine_description
-    from zoo.models import get_family
+    from zoo.models import FAMILIES, get_family
     from zoo.training.code_head import HASH_BITS, fit_entry_head
-    from zoo.training.run import float32_networks, training_wrapper
+    from zoo.training.run import float32_networks
     from zoo.training.train import precision_policy, train_gan
     from zoo.weights import save_gan_weights
 
     entry = get_entry(base)
-    if entry.family not in SUPPORTED_FAMILIES:
-        raise ValueError(f"Transfer supports models of the families {', '.join(SUPPORTED_FAMILIES)}"
-                         f"; {base!r} is a {entry.family} model.")
+    family = get_family(entry.family)
+    if not family.transfer:
+        supported = ", ".join(name for name, other in FAMILIES.items() if other.transfer)
+        raise ValueError(f"Transfer supports models of the families {supported}; {base!r} is a "
+                         f"{entry.family} model.")
     recipe = transfer_recipe(entry.recipe, steps, recipe_changes)
     for option, value in (("version", version), ("hash_bits", hash_bits)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -271,11 +272,10 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
 
     # 1. Continue the adversarial training from the shipped weights, in the recipe's precision
     #    (a checkpoint in run_dir, when there is one, replaces them with the interrupted run's).
-    family = get_family(entry.family)
     with precision_policy(recipe.precision):
         trained = load_gan(base)
     _, train_seconds = train_gan(*trained, archive.images, recipe, run_dir, resume=resume,
-                                 progress=progress, wrapper=training_wrapper(entry.family))
+                                 progress=progress, wrapper=family.training_wrapper())
 
     # 2. float32 networks with BatchNorm statistics of the archive; a hash head fitted on it.
     generator, discriminator = float32_networks(family, entry.architecture, trained,
@@ -293,7 +293,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
                      "weights_sha256": sha256},
     }
     encoder = Encoder(name, family.build_feature_extractor(discriminator), entry,
-                      metadata=metadata)
+                      metadata=metadata, margin=family.margin)
     # The base's kind of head (PCA + ITQ, or its learned code head's recipe), fitted on the archive.
     head, _ = fit_entry_head(encoder, family, archive.images, bits=bits, seed=recipe.seed,
                              progress=progress)
@@ -302,7 +302,8 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     # 3. Retrieval on the archive before and after (labels score, never train).
     _, refit_discriminator = float32_networks(family, entry.architecture, load_gan(base),
                                               archive.images)
-    refit = Encoder(base, family.build_feature_extractor(refit_discriminator), entry)
+    refit = Encoder(base, family.build_feature_extractor(refit_discriminator), entry,
+                    margin=family.margin)
     embeddings = {
         "before": before.encode(archive.images),
         "bn_refit": refit.encode(archive.images),

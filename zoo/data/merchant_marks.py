@@ -14,7 +14,7 @@ more importantly, *measured* anywhere without a download:
 
 That gives retrieval ground truth for free: two images of the same identity are an exact match,
 and two identities that share parts (both have a sign of four, both stand on an orb) are
-visually similar, with `shared_parts` counting how similar.
+visually similar (`zoo.evaluation.retrieval.shared_parts` counts how similar).
 
 Drawing works on polylines in normalised coordinates (x to the right, y *down*; the staff starts
 at y = 0 and runs down two units or so, its parts are a few tenths of a unit wide). An instance densifies the polylines, wobbles and
@@ -48,7 +48,6 @@ __all__ = [
     "draw_instance",
     "make_corpus",
     "stream",
-    "shared_parts",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -178,11 +177,6 @@ class Corpus:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-
-def shared_parts(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    """Number of part names two marks have in common (duplicates count once)."""
-    return len(set(a) & set(b))
 
 
 # --------------------------------------------------------------------------------------------

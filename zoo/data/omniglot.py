@@ -19,6 +19,7 @@ import numpy as np
 from zoo.data.images import DEFAULT_MARGIN, DEFAULT_SIZE, decode_image, preprocess
 
 BACKGROUND_SMALL = ("images_background_small1", "images_background_small2")
+SOURCE = "https://github.com/brendenlake/omniglot (folder python/, MIT licence)"
 _PATH_PATTERN = re.compile(r"^([^/]+)/([^/]+)/([^/]+)/(\d+)_(\d+)\.png$")
 
 
@@ -46,7 +47,8 @@ def _zip_path(root, subset):
     if not os.path.isfile(path):
         raise ValueError(
             f"Omniglot zip {path!r} not found. Pass the folder holding the official Omniglot zips "
-            f"(e.g. {subset}.zip) or set ZOO_OMNIGLOT_DIR; nothing is downloaded."
+            f"(e.g. {subset}.zip) or set ZOO_OMNIGLOT_DIR; nothing is downloaded. The zips come "
+            f"from {SOURCE}."
         )
     return path
 

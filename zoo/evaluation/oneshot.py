@@ -31,6 +31,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from zoo.data.images import decode_image, preprocess
+from zoo.data.omniglot import SOURCE as OMNIGLOT_SOURCE
 
 RUNS_ZIP = "all_runs.zip"
 RAW_PIXELS = "raw pixels"
@@ -62,7 +63,7 @@ def runs_zip_path(path=None):
     if not os.path.isfile(path):
         raise ValueError(f"Omniglot one-shot runs {path!r} not found. Pass the folder holding "
                          f"{RUNS_ZIP} (or the zip itself) or set ZOO_OMNIGLOT_DIR; nothing is "
-                         f"downloaded.")
+                         f"downloaded. The zip comes from {OMNIGLOT_SOURCE}.")
     return path
 
 

@@ -13,7 +13,6 @@ same Omniglot character). Ranking is by similarity, ties broken by corpus index.
 
 import numpy as np
 
-from zoo.data.merchant_marks import shared_parts
 
 
 def l2_normalise(vectors):
@@ -36,6 +35,11 @@ def rank_neighbours(embeddings, top_k=None):
     np.fill_diagonal(similarity, -np.inf)
     order = np.argsort(-similarity, axis=1, kind="stable")[:, :-1]
     return order if top_k is None else order[:, :top_k]
+
+
+def shared_parts(a, b):
+    """Number of tags (a merchant mark's part names) two items have in common, counted once."""
+    return len(set(a) & set(b))
 
 
 def retrieval_metrics(embeddings, labels, parts=None, k=8, seed=0):

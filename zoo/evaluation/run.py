@@ -14,14 +14,18 @@ from zoo.visualize import save_retrieval_grid
 RAW_PIXELS = "raw pixels"
 
 
-def save_query_grid(path, images, embeddings, labels=None, queries=15, top_k=8, seed=0):
-    """Fig. 6-style grid: `queries` seeded queries, each with its top `top_k` neighbours."""
+def save_query_grid(path, images, embeddings, labels=None, queries=15, top_k=8, seed=0,
+                    dark_ink=True):
+    """Fig. 6-style grid: `queries` seeded queries, each with its top `top_k` neighbours. The
+    images are the zoo's preprocessed drawings (strokes 1 on black), drawn as the archive shows
+    them, dark ink on light paper (dark_ink=False: as the encoder sees them)."""
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), size=min(queries, len(images)), replace=False))
     order = rank_neighbours(embeddings, top_k)[chosen]
     scores = np.take_along_axis(embeddings[chosen] @ embeddings.T, order, axis=1)
     is_match = None if labels is None else labels[order] == labels[chosen][:, None]
-    return save_retrieval_grid(path, images[chosen], images[order], is_match, scores)
+    return save_retrieval_grid(path, images[chosen], images[order], is_match, scores,
+                               dark_ink=dark_ink)
 
 
 def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=False, k=8):

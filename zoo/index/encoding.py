@@ -187,7 +187,7 @@ class LocalEncoder:
         the codes computed as `Encoder.hash` computes them, from the same embeddings."""
         import tensorflow as tf
 
-        from zoo.encoder import linear_hash_bits_tf
+        from zoo.hashing import linear_hash_bits_tf
         from zoo.hashing import pack_bits
 
         embeddings = self.encoder.encode(images, batch_size=self.batch_size)

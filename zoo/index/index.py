@@ -874,21 +874,28 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def save_search_grid(path, index, query, hits, model=None):
-    """A PNG of the prepared query (blue frame) and the hits' prepared thumbnails with their
-    scores (zoo.visualize.save_retrieval_grid); a file that can no longer be read shows black."""
-    from zoo.index.preprocess import load_image_numpy
-    from zoo.visualize import save_retrieval_grid
+def save_search_grid(path, index, query, hits, model=None, size=96):
+    """A PNG of the query (blue frame) and the hits with their scores
+    (zoo.visualize.save_retrieval_grid), each shown as the archive holds it: the files
+    themselves in their own colours, fitted into size x size on white. A query given as an
+    already preprocessed array (strokes 1 on black) is drawn as dark ink on light paper; a hit
+    whose file can no longer be read shows as a grey tile."""
+    from zoo.visualize import save_retrieval_grid, thumbnail
 
     if not hits:
         raise ValueError("No hits to draw.")
-    size = index.model_info(model)["image_size"]
     tiles = []
     for hit in hits:
         try:
-            tiles.append(load_image_numpy(hit.path, size=size)[0])
+            tiles.append(thumbnail(hit.path, size))
         except (OSError, ValueError):
-            tiles.append(np.zeros((size, size), np.float32))
-    query_tile = prepare_query(query, size)
-    return save_retrieval_grid(path, query_tile[None], np.stack(tiles)[None, ..., None],
-                               scores=np.array([[hit.score for hit in hits]], np.float64))
+            tiles.append(np.full((size, size, 3), 128, np.uint8))
+    array = None if isinstance(query, (str, os.PathLike, bytes, bytearray)) else np.asarray(query)
+    image_size = index.model_info(model)["image_size"]
+    if (array is not None and array.dtype != object and array.ndim in (2, 3)
+            and array.shape[:2] == (image_size, image_size)
+            and (array.ndim == 2 or array.shape[-1] == 1)):
+        query = 1.0 - np.asarray(prepare_query(query, image_size), np.float32)
+    return save_retrieval_grid(path, thumbnail(query, size)[None], np.stack(tiles)[None],
+                               scores=np.array([[hit.score for hit in hits]], np.float64),
+                               scale=1)

@@ -1,8 +1,10 @@
-"""Architecture families. Each module builds models from keyword arguments and touches no files."""
+"""Architecture families. Each module builds models from keyword arguments, touches no files and
+declares its contract once (`FAMILY`, a zoo.models.family.Family)."""
 
-from zoo.models import bingan, sketch_gan, sketch_gan_plus
+from zoo.models import bingan, bingan_plus, sketch_gan, sketch_gan_plus
 
-FAMILIES = {"sketch_gan": sketch_gan, "sketch_gan_plus": sketch_gan_plus, "bingan": bingan}
+FAMILIES = {module.FAMILY.name: module.FAMILY
+            for module in (sketch_gan, sketch_gan_plus, bingan, bingan_plus)}
 
 
 def get_family(name):

@@ -33,6 +33,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from zoo.models.family import Family
+
 IMAGE_SIZE = 32
 PREPROCESS_MARGIN = 2  # image files are cropped to ink and fitted into 28x28 of the 32x32 input
 VARIANTS = ("retrieval", "matching")
@@ -43,6 +45,12 @@ LEAK = 0.2
 
 
 # ----------------------------------------------------------------------------- weight norm
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+def leaky_relu(x):
+    """BinGAN's leaky ReLU (slope LEAK), a registered function so configurations round-trip."""
+    return ops.leaky_relu(x, LEAK)
 
 
 class _WeightNorm(layers.Layer):
@@ -102,6 +110,7 @@ class _WeightNorm(layers.Layer):
                 "activation": keras.activations.serialize(self.activation)}
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class WeightNormDense(_WeightNorm):
     reduce_axes = (0,)
 
@@ -115,6 +124,7 @@ class WeightNormDense(_WeightNorm):
         return (*input_shape[:-1], self.units)
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class WeightNormConv2D(_WeightNorm):
     reduce_axes = (0, 1, 2)  # kernel [kh, kw, in, out]
 
@@ -142,6 +152,7 @@ class WeightNormConv2D(_WeightNorm):
                 "strides": self.strides, "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class WeightNormConv2DTranspose(_WeightNorm):
     reduce_axes = (0, 1, 3)  # kernel [kh, kw, out, in]
 
@@ -184,7 +195,7 @@ def _check(variant, num_bits, widths, channels):
 
 def _conv(x, filters, name, strides=1, kernel_size=3, padding="same"):
     return WeightNormConv2D(filters, kernel_size, strides=strides, padding=padding,
-                            activation=lambda t: ops.leaky_relu(t, LEAK), name=name)(x)
+                            activation=leaky_relu, name=name)(x)
 
 
 def build_discriminator(num_bits=32, variant="retrieval", widths=(96, 192), channels=1,
@@ -279,16 +290,6 @@ def build_feature_extractor(discriminator):
                        name=discriminator.name.replace("discriminator", "code"))
 
 
-def sign_hash_head(num_bits):
-    """BinGAN's binarisation as a LinearHash: bit k = [code_k >= 0] (the identity, no centring).
-
-    Applied to the L2-normalised code it gives the same bits (normalising keeps signs)."""
-    from zoo.hashing import LinearHash
-
-    return LinearHash(np.zeros(num_bits, np.float32), np.eye(num_bits, dtype=np.float32),
-                      method="sign of the code layer")
-
-
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -333,3 +334,8 @@ def calibrate(discriminator, images, batch_size=1000):
     layer = discriminator.get_layer(CODE_LAYER)
     layer.bias.assign(np.asarray(layer.bias.numpy(), np.float32) - median)
     return median
+
+
+FAMILY = Family("bingan", build_gan, build_feature_extractor, image_size=IMAGE_SIZE,
+                margin=PREPROCESS_MARGIN, training="zoo.training.bingan", calibrate=calibrate,
+                hash_head="sign")

@@ -19,6 +19,9 @@ The discriminator's last layer returns a logit; the paper's sigmoid is applied i
 import keras
 from keras import layers
 
+from zoo.data.images import DEFAULT_MARGIN
+from zoo.models.family import Family
+
 IMAGE_SHAPE = (64, 64, 1)
 ARCHITECTURES = ("sketch", "thin")
 FEATURES_LAYER = "features"
@@ -113,3 +116,7 @@ def build_feature_extractor(discriminator):
 def build_gan(architecture="sketch", latent_dim=2):
     """(generator, discriminator) of one architecture: the family's entry point for the registry."""
     return build_generator(architecture, latent_dim), build_discriminator(architecture)
+
+
+FAMILY = Family("sketch_gan", build_gan, build_feature_extractor, image_size=IMAGE_SHAPE[0],
+                margin=DEFAULT_MARGIN, training="zoo.training.gan", transfer=True)

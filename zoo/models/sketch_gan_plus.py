@@ -21,12 +21,27 @@ import keras
 import numpy as np
 from keras import layers
 
+from zoo.data.images import DEFAULT_MARGIN
+from zoo.models.family import Family
 from zoo.models.sketch_gan import IMAGE_SHAPE, build_generator as build_sketch_generator
 
 FEATURES_LAYER = "features"
 READOUT_GRID = 4  # each block's map is average-pooled to READOUT_GRID x READOUT_GRID
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class L2Normalize(layers.Layer):
+    """x / ||x|| along the last axis (keras.ops.normalize): a serialisable layer, not a Lambda,
+    so that configurations round-trip."""
+
+    def call(self, inputs):
+        return keras.ops.normalize(inputs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class Whitening(layers.Layer):
     """(x - mean) @ projection with fixed (non-trainable) weights. Until `calibrate` fits it,
     it keeps the first output_dim read-out features (an identity matrix cut to shape)."""
@@ -61,8 +76,7 @@ def pooled_unit_readout(block, name=None):
     size = block.shape[1] // READOUT_GRID
     x = layers.AveragePooling2D(size, name=name and f"{name}_pool")(block)
     x = layers.Flatten(name=name and f"{name}_flat")(x)
-    return layers.Lambda(lambda t: keras.ops.normalize(t, axis=-1),
-                         name=name and f"{name}_unit")(x)
+    return L2Normalize(name=name and f"{name}_unit")(x)
 
 
 def build_discriminator(widths=(16, 32, 64, 128), projection_dim=64, embedding_dim=256):
@@ -142,3 +156,8 @@ def whitening_transform(features, output_dim, epsilon=WHITENING_EPSILON):
     eigenvectors *= np.where(eigenvectors[np.abs(eigenvectors).argmax(axis=0),
                                           np.arange(len(order))] < 0, -1.0, 1.0)
     return mean, eigenvectors / np.sqrt(eigenvalues + epsilon * eigenvalues.max())
+
+
+FAMILY = Family("sketch_gan_plus", build_gan, build_feature_extractor, image_size=IMAGE_SHAPE[0],
+                margin=DEFAULT_MARGIN, training="zoo.training.sketch_gan_plus",
+                calibrate=calibrate, transfer=True)

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.training.recipe import BinGANRecipe  # noqa: F401  (re-exported)
+from zoo.recipes import BinGANRecipe  # noqa: F401  (re-exported)
+from zoo.training.wrapper import TrainingWrapper
 
 
 # ----------------------------------------------------------------------------- the regularisers
@@ -85,7 +86,10 @@ def code_statistics(code):
 class BinGANTrainer(keras.Model):
     """Holds G and D; `train_step` takes 2 x batch_size real images (D's batch, then G's)."""
 
-    images_per_step_factor = 2  # real images per step = factor x batch_size
+    # What train_step logs (one running mean each).
+    TRACKED = ("d_loss", "g_loss", "gan_loss", "dmr", "bre", "bre_me", "bre_ac", "d_real",
+               "d_fake", "bit_balance", "bit_correlation")
+
 
     def __init__(self, generator, discriminator, recipe, dropout_passes="separate", **kwargs):
         super().__init__(**kwargs)
@@ -98,9 +102,7 @@ class BinGANTrainer(keras.Model):
         self.dropout_passes = dropout_passes
         self.latent_dim = recipe.latent_dim
         self.seed_generator = keras.random.SeedGenerator(recipe.seed, name="latent_seed")
-        names = ("d_loss", "g_loss", "gan_loss", "dmr", "bre", "bre_me", "bre_ac", "d_real",
-                 "d_fake", "bit_balance", "bit_correlation")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.TRACKED}
         self.built = True
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
@@ -273,3 +275,12 @@ class CollapseGuard(keras.callbacks.Callback):
                 f"{self.threshold} for {self.patience} checks (nearly every image gets the same "
                 f"code). Check the data-dependent initialisation and the regulariser weights."
             )
+
+
+def two_batches_per_step(recipe):
+    """Real images a step takes: D's batch, then G's independent feature-matching batch."""
+    return 2 * recipe.batch_size
+
+
+TRAINING = TrainingWrapper(make_trainer, images_per_step=two_batches_per_step,
+                           initialize=initialize, callbacks=training_callbacks)

@@ -31,7 +31,7 @@ Everything here is unsupervised: the corpus labels never reach it.
 import numpy as np
 
 from zoo.hashing import LinearHash, fit_itq
-from zoo.training.recipe import CodeHeadRecipe  # noqa: F401  (re-exported)
+from zoo.recipes import CodeHeadRecipe  # noqa: F401  (re-exported)
 
 HASH_BITS = 64  # default code length of a float encoder's head
 
@@ -179,10 +179,10 @@ def fit_entry_head(encoder, family, images, bits=None, seed=0, progress=False):
     `bits` overrides the code length (default: the recipe's, else 64).
     """
     entry = encoder.entry
-    if hasattr(family, "sign_hash_head"):
+    if family.hash_head == "sign":
         head = family.sign_hash_head(encoder.embedding_dim)
         return head, head.method
-    recipe = getattr(entry, "code_head", None)
+    recipe = entry.code_head
     if recipe is not None:
         recipe = recipe.replace(bits=bits or recipe.bits, seed=seed)
         head = fit_code_head(encoder, images, recipe, progress=progress)

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.training.wrapper import TrainingWrapper
+
 
 def _bce_with_logits(logits, label):
     logits = tf.cast(logits, tf.float32)
@@ -136,3 +138,6 @@ def reestimate_batchnorm(model, images, batch_size=500):
         variance = np.maximum(total_sq / count - mean**2, 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(variance.astype(np.float32))
+
+
+TRAINING = TrainingWrapper(make_trainer)

@@ -19,28 +19,15 @@ from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights, sha256_of
 SUMMARY_NAME = "summary.json"
 
 
-def training_wrapper(family_name):
-    """The training module of an architecture family (None: zoo.training.gan's GANTrainer)."""
-    if family_name == "bingan":
-        from zoo.training import bingan
-
-        return bingan
-    if family_name == "sketch_gan_plus":
-        from zoo.training import sketch_gan_plus
-
-        return sketch_gan_plus
-    return None
-
-
 def float32_networks(family, architecture, trained, images):
     """Copy trained (possibly bf16-computing) networks into float32 ones, refit the
     discriminator's BatchNorm statistics on `images` and, for a family that has one, run its
-    calibration (BinGAN: centre the code bits on `images`)."""
+    calibration (sketch-GAN+: its whitening; BinGAN: centre the code bits on `images`)."""
     generator, discriminator = family.build_gan(**architecture)
     for target, source in zip((generator, discriminator), trained):
         target.set_weights(source.get_weights())
     reestimate_batchnorm(discriminator, images)
-    if hasattr(family, "calibrate"):
+    if family.calibrate is not None:
         family.calibrate(discriminator, images)
     return generator, discriminator
 
@@ -63,7 +50,7 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     with precision_policy(recipe.precision):
         trained = family.build_gan(**entry.architecture)
     _, train_seconds = train_gan(*trained, images, recipe, out_dir, resume=resume,
-                                 progress=progress, wrapper=training_wrapper(entry.family))
+                                 progress=progress, wrapper=family.training_wrapper())
     # The encoder runs in float32: copy the weights into float32 networks, then refit the
     # discriminator's BatchNorm statistics (and BinGAN's code thresholds) on the real corpus.
     generator, discriminator = float32_networks(family, entry.architecture, trained, images)

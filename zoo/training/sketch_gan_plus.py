@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from zoo.training.gan import GANTrainer, _bce_with_logits, compile_with_adam
+from zoo.training.wrapper import TrainingWrapper
 
 
 def augment(images, seed, rotation_degrees=10.0, scale_range=0.15, shift_pixels=4.0,
@@ -129,3 +130,6 @@ def make_trainer(generator, discriminator, recipe, jit_compile=False):
     """A compiled ContrastiveGANTrainer with the recipe's Adam optimizers."""
     return compile_with_adam(ContrastiveGANTrainer(generator, discriminator, recipe), recipe,
                              jit_compile)
+
+
+TRAINING = TrainingWrapper(make_trainer)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from zoo.training.callbacks import Checkpoint, ProgressBar, SampleGrid, StepLogger, StopOnNaN
 from zoo.training.checkpoint import load_checkpoint
-from zoo.training.gan import make_trainer
+from zoo.training.gan import TRAINING as GAN_TRAINING
 
 
 @contextlib.contextmanager
@@ -45,12 +45,6 @@ def batch_dataset(images, batch_size, seed, first_step, last_step):
     return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def real_images_per_step(trainer, recipe):
-    """Real images one train_step takes: batch_size per D update (d_steps of them), or the
-    trainer's own multiple (BinGAN: a D batch and an independent feature-matching batch)."""
-    return recipe.batch_size * getattr(trainer, "images_per_step_factor", recipe.d_steps)
-
-
 def validate_training_images(images, batch_size, image_shape=(64, 64, 1)):
     images = np.asarray(images)
     image_shape = tuple(image_shape)
@@ -67,7 +61,7 @@ def validate_training_images(images, batch_size, image_shape=(64, 64, 1)):
 
 
 def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, progress=True,
-              jit_compile=False, wrapper=None):
+              jit_compile=False, wrapper=GAN_TRAINING):
     """Train to `recipe.iterations` generator updates, resuming from `out_dir` if possible.
 
     Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
@@ -75,21 +69,19 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
     total training wall time in seconds over all sessions of the run. The networks are
     trained in the precision they were built with (see `precision_policy`).
 
-    `wrapper` (a training module such as zoo.training.bingan; default zoo.training.gan) brings
-    `make_trainer` and optionally `initialize(generator, discriminator, images, recipe)` (a
-    data-dependent initialisation, run before any checkpoint is restored) and
-    `training_callbacks(recipe)` (extra callbacks, run before the checkpoint is saved).
+    `wrapper` is the family's zoo.training.wrapper.TrainingWrapper (`Family.training_wrapper()`;
+    default: zoo.training.gan's GANTrainer): its trainer, data-dependent initialisation (run
+    before any checkpoint is restored), extra callbacks (run before the checkpoint is saved)
+    and, if it has its own, its batches (BinGAN+: image and partner pairs).
     """
     images = validate_training_images(images, recipe.batch_size,
                                       discriminator.input.shape[1:])
     tf.keras.utils.set_random_seed(recipe.seed)
-    if hasattr(wrapper, "initialize"):
+    if wrapper.initialize is not None:
         wrapper.initialize(generator, discriminator, images, recipe)
-    build_trainer = getattr(wrapper, "make_trainer", make_trainer)
-    trainer = build_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
-    extra_callbacks = (wrapper.training_callbacks(recipe)
-                       if hasattr(wrapper, "training_callbacks") else [])
-    images_per_step = real_images_per_step(trainer, recipe)
+    trainer = wrapper.make_trainer(generator, discriminator, recipe, jit_compile=jit_compile)
+    extra_callbacks = wrapper.callbacks(recipe)
+    images_per_step = wrapper.images_per_step(recipe)
     first_step, extra = 0, {}
     if resume:
         first_step, extra = load_checkpoint(trainer, out_dir)
@@ -97,8 +89,11 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
         os.remove(os.path.join(out_dir, "checkpoint.npz"))
     steps_per_epoch = recipe.checkpoint_every
     if first_step < recipe.iterations:
-        dataset = batch_dataset(images, images_per_step, recipe.seed, first_step,
-                                recipe.iterations)
+        if wrapper.batch_dataset is not None:
+            dataset = wrapper.batch_dataset(images, recipe, first_step, recipe.iterations)
+        else:
+            dataset = batch_dataset(images, images_per_step, recipe.seed, first_step,
+                                    recipe.iterations)
         checkpoint = Checkpoint(out_dir, steps_per_epoch, extra.get("train_seconds", 0.0))
         callbacks = [StopOnNaN(), *extra_callbacks, checkpoint,
                      StepLogger(os.path.join(out_dir, "log.csv"), steps_per_epoch),
