@@ -315,6 +315,27 @@ def initialize(generator, discriminator, images, seed=0, count=500, latent_dim=N
                 layer.initialize_from(np.asarray(probe(inputs, training=True), np.float32))
 
 
+def centre_on_medians(discriminator, layer_names, images, batch_size=1000):
+    """Move the bias of each named dense layer of D by its units' medians over `images` in
+    inference mode (dropout off), so each unit's sign is 1 on half of them. Returns the list of
+    medians subtracted, one per layer."""
+    probe = keras.Model(discriminator.input,
+                        [discriminator.get_layer(name).output for name in layer_names])
+    images = np.asarray(images, np.float32)
+    batches = []
+    for start in range(0, len(images), batch_size):
+        outputs = probe(images[start : start + batch_size], training=False)
+        batches.append(outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    medians = []
+    for index, name in enumerate(layer_names):
+        values = np.concatenate([np.asarray(batch[index]) for batch in batches])
+        median = np.median(values, axis=0).astype(np.float32)
+        layer = discriminator.get_layer(name)
+        layer.bias.assign(np.asarray(layer.bias.numpy(), np.float32) - median)
+        medians.append(median)
+    return medians
+
+
 def calibrate(discriminator, images, batch_size=1000):
     """Centre each code unit on its median over `images` in inference mode (dropout off).
 
@@ -324,16 +345,7 @@ def calibrate(discriminator, images, batch_size=1000):
     bit 1 on half of the training images (the "median threshold" of the serving spec). Returns
     the medians that were subtracted.
     """
-    extractor = build_feature_extractor(discriminator)
-    images = np.asarray(images, np.float32)
-    codes = np.concatenate([
-        np.asarray(extractor(images[start : start + batch_size], training=False))
-        for start in range(0, len(images), batch_size)
-    ])
-    median = np.median(codes, axis=0).astype(np.float32)
-    layer = discriminator.get_layer(CODE_LAYER)
-    layer.bias.assign(np.asarray(layer.bias.numpy(), np.float32) - median)
-    return median
+    return centre_on_medians(discriminator, [CODE_LAYER], images, batch_size)[0]
 
 
 FAMILY = Family("bingan", build_gan, build_feature_extractor, image_size=IMAGE_SIZE,

@@ -20,7 +20,6 @@ BinGAN's are; the generator is BinGAN's (`zoo.models.bingan.build_generator`).
 import re
 
 import keras
-import numpy as np
 from keras import layers
 
 from zoo.models import bingan
@@ -129,19 +128,9 @@ def calibrate(discriminator, images, batch_size=1000):
     of the training images. All heads are centred, so entries that differ only in `num_bits`
     keep identical weights. Returns {bits: medians subtracted}."""
     heads = code_heads(discriminator)
-    probe = keras.Model(discriminator.input,
-                        [discriminator.get_layer(head_layer(k)).output for k in heads])
-    images = np.asarray(images, np.float32)
-    outputs = [probe(images[start:start + batch_size], training=False)
-               for start in range(0, len(images), batch_size)]
-    medians = {}
-    for index, bits in enumerate(heads):
-        codes = np.concatenate([np.asarray(batch[index]) for batch in outputs])
-        median = np.median(codes, axis=0).astype(np.float32)
-        layer = discriminator.get_layer(head_layer(bits))
-        layer.bias.assign(np.asarray(layer.bias.numpy(), np.float32) - median)
-        medians[bits] = median
-    return medians
+    medians = bingan.centre_on_medians(discriminator, [head_layer(k) for k in heads], images,
+                                       batch_size)
+    return dict(zip(heads, medians))
 
 
 FAMILY = Family("bingan_plus", build_gan, build_feature_extractor, image_size=IMAGE_SIZE,
