@@ -221,7 +221,8 @@ def main(argv=None):
     from zoo.models import get_family
     from zoo.registry import get_corpus, get_entry
     from zoo.recipes import parse_recipe_changes
-    from zoo.training.train import precision_policy, train_gan
+    from zoo.precision import policy_scope
+    from zoo.training.train import train_gan
 
     entry = get_entry(args.model)
     if get_family(entry.family).hash_head != "sign":
@@ -369,7 +370,7 @@ def main(argv=None):
         training, make_trainer=make_trainer,
         callbacks=lambda recipe: [*training.callbacks(recipe), Curve()])
     keras.utils.set_random_seed(recipe.seed)
-    with precision_policy(recipe.precision):
+    with policy_scope(recipe.precision):
         generator, discriminator = family.build_gan(**architecture)
     train_gan(generator, discriminator, train, recipe, out_dir, wrapper=wrapper)
     print(f"wrote {report}.csv, .json, .png")

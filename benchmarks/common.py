@@ -10,7 +10,7 @@ import numpy as np
 
 from serving.launch import copy_version, start_server
 
-MODEL = "thin_gan_merchant"
+MODEL = "thin_gan_merchant"  # the default model of the serving benchmarks and tests
 
 CONFIG_TEMPLATE = """model_config_list {{
   config {{
@@ -52,18 +52,23 @@ def test_images(count, seed=0):
 
 def parser(description):
     parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=MODEL,
+                        help="zoo model to export and serve (default %(default)s)")
     parser.add_argument("--kind", default="python", choices=["python", "tensorflow_model_server"])
-    parser.add_argument("--batching", default=os.path.join(os.path.dirname(__file__), "..",
-                                                           "serving", "batching.config"),
+    parser.add_argument("--batching", default=os.path.normpath(os.path.join(
+                            os.path.dirname(__file__), "..", "serving", "batching.config")),
                         help="batching parameters file ('' for none)")
     return parser
 
 
-def start(kind, batching):
-    """Export the model into a temp dir and start a server on it: (server, encoder, base_dir)."""
+def start(kind, batching, model=MODEL):
+    """Export `model` (versions 1 and 2) into a temp dir and start a server on it:
+    (server, encoder, base_dir)."""
     base_dir = tempfile.mkdtemp(prefix="serving-bench-")
     atexit.register(shutil.rmtree, base_dir, True)
-    encoder = export_versions(base_dir)
-    server = start_server(kind, write_config(base_dir), {MODEL: [1, 2]},
+    encoder = export_versions(base_dir, model)
+    server = start_server(kind, write_config(base_dir, model), {model: [1, 2]},
                           batching_parameters_file=os.path.abspath(batching) if batching else None)
     return server, encoder, base_dir
+
+

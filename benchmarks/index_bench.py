@@ -26,12 +26,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _machine():
-    from zoo.machine import machine_description
-
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return f"{machine_description()}; load average {load}"
+from zoo.evaluation.speed import command_line, machine_and_load  # noqa: E402 (after the env)
 
 
 def _rate(count, seconds):
@@ -63,7 +58,7 @@ def bench_search(count, k, num_queries, threads, neighbours=32, ef_construction=
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 256, size=(count, 8), dtype=np.uint8)
     queries = rng.integers(0, 256, size=(num_queries, 8), dtype=np.uint8)
-    print(f"machine: {_machine()}; faiss {faiss.__version__}, {threads} thread(s)")
+    print(f"machine: {machine_and_load()}; faiss {faiss.__version__}, {threads} thread(s)")
     print(f"{count:,} random 64-bit codes, {num_queries} random queries, top-{k}")
 
     numpy_queries = queries[: max(1, num_queries // 10)]
@@ -110,7 +105,7 @@ def bench_search(count, k, num_queries, threads, neighbours=32, ef_construction=
           f"{same}")
     print(f"HNSW graph (M={neighbours}, efConstruction {ef_construction}) built in "
           f"{build.wall:.1f} s ({build.cpu:.1f} CPU s) with {os.cpu_count()} threads")
-    print(f"machine after: {_machine()}")
+    print(f"machine after: {machine_and_load()}")
     return rows
 
 
@@ -141,7 +136,7 @@ def write_png_files(folder, count, seed=0):
     return paths
 
 
-def _stage_rates(paths, model):
+def _stage_rates(paths, model, precision):
     """{stage: (images/s, CPU ms per image)} on `paths` (a sample)."""
     import tensorflow as tf
 
@@ -150,7 +145,7 @@ def _stage_rates(paths, model):
     from zoo.data.preprocess_tf import decode_and_preprocess_tf
     from zoo.index.preprocess import load_image_numpy
 
-    encoder = zoo.load(model)
+    encoder = zoo.load(model, precision=precision)
     rates = {}
 
     def record(stage, timer, count=len(paths)):
@@ -173,7 +168,7 @@ def _stage_rates(paths, model):
     encoder.encode(images[:256])
     with _Timer() as timer:
         encoder.encode(images)
-    record(f"encode only ({model}, batch 256)", timer)
+    record(f"encode only ({model}, {precision}, batch 256)", timer)
 
     with _Timer() as timer:
         sample = load_image_folder(os.path.commonpath(paths), size=encoder.image_size,
@@ -183,17 +178,22 @@ def _stage_rates(paths, model):
     return rates
 
 
-def bench_build(count, model, sample, chunk_size, workers, keep=None):
+def bench_build(count, model, sample, chunk_size, workers, keep=None, precision="auto",
+                record=None):
+    """Time `zoo index build` of `count` files; `record`: the command line, to keep the result
+    in reports/speed/index_build.json."""
     from zoo.index import Index
+    from zoo.precision import resolve
 
+    precision = resolve(precision)
     work = tempfile.mkdtemp(prefix="index-bench-")
     try:
-        print(f"machine: {_machine()}")
+        print(f"machine: {machine_and_load()}")
         start = time.perf_counter()
         paths = write_png_files(os.path.join(work, "archive"), count)
         print(f"wrote {count:,} PNG files in {time.perf_counter() - start:.1f} s")
         sample_paths = write_png_files(os.path.join(work, "sample"), min(sample, count))
-        rates = _stage_rates(sample_paths, model)
+        rates = _stage_rates(sample_paths, model, precision)
         print(f"stages on a sample of {len(sample_paths):,} files:")
         print(f"  {'stage':52s} {'images/s':>8s} {'CPU ms/image':>13s}")
         for stage, (rate, cpu_ms) in rates.items():
@@ -202,16 +202,25 @@ def bench_build(count, model, sample, chunk_size, workers, keep=None):
         out = os.path.join(work, "archive.idx")
         with _Timer() as timer:
             index = Index.build(out, os.path.join(work, "archive"), models=(model,),
-                                chunk_size=chunk_size, workers=workers)
+                                chunk_size=chunk_size, workers=workers, precision=precision)
         rate = _rate(len(index), timer.wall)
         baseline = rates["baseline: load_image_folder + encode"][0]
         cpu_ms = 1000 * timer.cpu / len(index)
         print(f"zoo index build: {len(index):,} of {len(paths):,} images with {model} in "
-              f"{timer.wall:.1f} s = {rate:.0f} images/s ({rate / baseline:.1f}x the "
+              f"{timer.wall:.1f} s in {precision} = {rate:.0f} images/s ({rate / baseline:.1f}x the "
               f"load_image_folder + encode baseline); aim: 100,000 in < 120 s (833 images/s)")
         print(f"  CPU: {timer.cpu:.1f} s in all threads = {cpu_ms:.2f} ms per image "
               f"(two otherwise idle cores: at best {2000 / cpu_ms:.0f} images/s)")
-        print(f"machine after: {_machine()}")
+        print(f"machine after: {machine_and_load()}")
+        if record:
+            from zoo.evaluation import speed
+
+            result = {"model": model, "precision": precision, "count": len(index),
+                      "seconds": timer.wall, "images_per_s": rate,
+                      "cpu_ms_per_image": cpu_ms,
+                      "stages": {stage: {"images_per_s": stage_rate, "cpu_ms_per_image": ms}
+                                 for stage, (stage_rate, ms) in rates.items()}}
+            print(f"recorded: {speed.record('index_build', result, record)}")
         if keep:
             shutil.move(out, keep)
             print(f"index kept at {keep}")
@@ -238,13 +247,18 @@ def main(argv=None):
     build.add_argument("--chunk-size", type=int, default=1024)
     build.add_argument("--workers", type=int, default=None, help="preparing threads")
     build.add_argument("--keep", help="move the built index here")
+    build.add_argument("--precision", default="auto", choices=("float32", "bfloat16", "auto"),
+                       help="encoding precision, as `zoo index build --precision` (default auto)")
+    build.add_argument("--record", action="store_true",
+                       help="keep the result in reports/speed/index_build.json")
     args = parser.parse_args(argv)
     if args.command == "search":
         bench_search(args.count, args.k, args.queries, args.threads, args.hnsw_m,
                      args.ef_construction)
     else:
+        command = command_line("benchmarks.index_bench", argv)
         bench_build(args.count, args.model, args.sample, args.chunk_size, args.workers,
-                    args.keep)
+                    args.keep, args.precision, record=command if args.record else None)
 
 
 if __name__ == "__main__":

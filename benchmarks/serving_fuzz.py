@@ -175,23 +175,24 @@ def run_fuzz(target, rest_url, model, reference_images, reference_embeddings, re
 
 
 def main(argv=None):
-    from benchmarks.common import MODEL, parser, start, test_images
+    from benchmarks.common import parser, start, test_images
 
     arguments = parser(__doc__)
     arguments.add_argument("--requests", type=int, default=2000)
     args = arguments.parse_args(argv)
-    server, encoder, _ = start(args.kind, args.batching)
+    server, encoder, _ = start(args.kind, args.batching, args.model)
     try:
         images = test_images(16)
         started = time.monotonic()
-        result = run_fuzz(server.target, server.rest_url, MODEL, images, encoder.encode(images),
-                          requests=args.requests)
+        result = run_fuzz(server.target, server.rest_url, args.model, images,
+                          encoder.encode(images), requests=args.requests)
         seconds = time.monotonic() - started
     finally:
         code = server.stop()
     print(f"{args.requests} malformed requests ({sum(1 for k in result['counts'] if k.startswith('grpc'))} gRPC "
           f"and {sum(1 for k in result['counts'] if k.startswith('rest'))} REST kinds) + "
-          f"{result['valid']} valid ones in {seconds:.1f} s against the {args.kind} server")
+          f"{result['valid']} valid ones in {seconds:.1f} s against the {args.kind} server "
+          f"({args.model})")
     for name, count in sorted(result["counts"].items()):
         print(f"  {name:32s} {count:5d}")
     print(f"status mismatches: {len(result['mismatches'])}")

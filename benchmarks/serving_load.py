@@ -93,7 +93,7 @@ def run_load(target, model, images, reference, clients=8, requests=60, swap=None
 
 
 def main(argv=None):
-    from benchmarks.common import MODEL, parser, start, test_images
+    from benchmarks.common import parser, start, test_images
 
     arguments = parser(__doc__)
     arguments.add_argument("--clients", type=int, default=16)
@@ -102,8 +102,8 @@ def main(argv=None):
                            help="how long the clients go on after the swap for the new version "
                                 "to answer (default 120)")
     args = arguments.parse_args(argv)
-    server, encoder, base_dir = start(args.kind, args.batching)
-    model_dir = os.path.join(base_dir, MODEL)
+    server, encoder, base_dir = start(args.kind, args.batching, args.model)
+    model_dir = os.path.join(base_dir, args.model)
     published = {}
 
     def swap():
@@ -114,13 +114,14 @@ def main(argv=None):
     try:
         images = test_images(64)
         reference = encoder.encode(images)
-        result = run_load(server.target, MODEL, images, reference, clients=args.clients,
+        result = run_load(server.target, args.model, images, reference, clients=args.clients,
                           requests=args.requests, swap=swap, wait_seconds=args.wait_seconds)
     finally:
         code = server.stop()
     versions = np.bincount(result["versions"]) if result["versions"] else []
-    print(f"{args.clients} clients x {args.requests} requests (1 image each; {result['requests']} "
-          f"sent) against the {args.kind} server, version 3 published after 40% of them")
+    print(f"{args.model}: {args.clients} clients x {args.requests} requests (1 image each; "
+          f"{result['requests']} sent) against the {args.kind} server, version 3 published "
+          f"after 40% of them")
     print(f"  failures: {len(result['failures'])}  {result['failures'][:3]}")
     print("  answered by version: " + ", ".join(f"{v}: {n}" for v, n in enumerate(versions) if n))
     print(f"  latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "

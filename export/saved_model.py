@@ -18,10 +18,14 @@ inversion of light paper, crop to the ink, pad to square, resize). Bad inputs fa
 graph with InvalidArgumentError messages that say what is expected.
 
 Beside saved_model.pb and variables/, the version holds assets/metadata.json (name, version,
-training corpus, embedding dimension, code length, similarity, preprocessing, signatures) and
-assets.extra/tf_serving_warmup_requests (one PredictionLog per signature, two real images each).
-A version directory appears atomically: it is written to a hidden temporary directory beside it
-and renamed, so a polling server never sees half a version, and a failed export leaves nothing.
+training corpus, embedding dimension, code length, similarity, preprocessing, compute precision,
+signatures) and assets.extra/tf_serving_warmup_requests (one PredictionLog per signature, two
+real images each). An encoder loaded with precision="bfloat16" exports a bfloat16 graph (inputs
+and outputs stay float32): it runs on any TensorFlow, and fast where the server's TensorFlow has
+oneDNN's bfloat16 kernels and the CPU has AVX512-BF16 or AMX (TensorFlow's x86 Linux builds,
+which `zoo serve` uses, do). A version directory appears atomically: it is written to a hidden
+temporary directory beside it and renamed, so a polling server never sees half a version, and a
+failed export leaves nothing.
 """
 
 import ctypes
@@ -40,6 +44,7 @@ import tensorflow as tf
 
 from zoo.data.images import DEFAULT_MARGIN
 from zoo.data.preprocess_tf import decode_and_preprocess_tf
+from zoo.encoder import embed_tf
 from zoo.hashing import linear_hash_bits_tf
 
 __all__ = ["export_encoder", "SIGNATURES", "METADATA_FILE", "WARMUP_FILE"]
@@ -116,8 +121,7 @@ class EncoderModule(tf.Module):
     # Building blocks.
 
     def _embed(self, images):
-        features = self.feature_extractor(images, training=False)
-        return tf.math.l2_normalize(features, axis=-1, epsilon=1e-12)
+        return embed_tf(self.feature_extractor, images)
 
     def _codes(self, embeddings):
         bits = linear_hash_bits_tf(embeddings, tf.constant(self._hash_mean),
@@ -203,6 +207,7 @@ def build_metadata(encoder, version):
                       "bits": "((embedding - mean) @ projection >= 0)",
                       "packing": "numpy.packbits, big-endian bit order"},
         "input_shape": image_shape,
+        "precision": getattr(encoder, "precision", "float32"),
         "signatures": _describe_signatures(image_shape, encoder.embedding_dim,
                                            hash_head.num_bits),
         "exported_with": {"tensorflow": tf.__version__, "keras": keras.__version__},

@@ -7,4 +7,6 @@
   `config`, `versions`, `servable`, `batching`, `inference`, `grpc_api`, `rest_api`,
   `rest_json`, `monitoring` and `errors`, and `server` is the process lifecycle;
 - `client`: `EncoderClient`, a thin gRPC client that needs neither the zoo nor the TF runtime.
+Both sides convert tensors with `tensors` (numpy <-> TensorProto), which writes and reads the
+values' bytes directly on the protobuf wire (`wire`).
 """

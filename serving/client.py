@@ -19,7 +19,8 @@ import grpc
 import numpy as np
 
 from serving.protos import serving_apis
-from serving.tensors import to_ndarray, to_tensor_proto
+from serving.tensors import tensor_proto_chunks, to_ndarray, to_tensor_proto
+from serving.wire import map_entry_chunks
 
 __all__ = ["EncoderClient", "Codes"]
 
@@ -27,6 +28,7 @@ Codes = namedtuple("Codes", ["bits", "packed"])
 Codes.__doc__ = "bits: uint8 [N, K] of 0/1; packed: uint8 [N, ceil(K / 8)] (numpy.packbits order)"
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
 class EncoderClient:
@@ -54,6 +56,10 @@ class EncoderClient:
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.max_receive_message_length", max_bytes)])
         self._predict = self._apis.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        # Predict with the request serialized by _request_bytes (None: bytes are sent as they are).
+        self._predict_serialized = self._channel.unary_unary(
+            PREDICT_METHOD, request_serializer=None,
+            response_deserializer=self._apis.predict_pb2.PredictResponse.FromString)
         self._models = self._apis.model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._tensor_class = type(self._apis.predict_pb2.PredictRequest().inputs.get_or_create("x"))
         self.last_versions = []  # the version that answered each chunk of the last call
@@ -79,8 +85,8 @@ class EncoderClient:
 
     def predict(self, signature, inputs, output_filter=()):
         """One Predict call: {alias: ndarray} -> {alias: ndarray} (no chunking)."""
-        request = self._request(signature, inputs, output_filter)
-        response = self._call(self._predict.Predict, request)
+        request = self._request_bytes(signature, inputs, output_filter)
+        response = self._call(self._predict_serialized, request)
         self.last_versions = [response.model_spec.version.value]
         return {alias: to_ndarray(proto) for alias, proto in response.outputs.items()}
 
@@ -136,12 +142,19 @@ class EncoderClient:
             spec.version_label = self.version_label
         return spec
 
-    def _request(self, signature, inputs, output_filter=()):
-        request = self._apis.predict_pb2.PredictRequest(model_spec=self._model_spec(signature),
-                                                        output_filter=list(output_filter))
+    def _request_bytes(self, signature, inputs, output_filter=()):
+        """The serialized PredictRequest, fields in protobuf's order (model_spec, inputs,
+        output_filter). Each input's values are copied once, into these bytes: a request message
+        would hold one copy and serialize another."""
+        request_class = self._apis.predict_pb2.PredictRequest
+        inputs_field = request_class.DESCRIPTOR.fields_by_name["inputs"].number
+        chunks = [request_class(model_spec=self._model_spec(signature)).SerializeToString()]
         for alias, value in inputs.items():
-            request.inputs[alias].CopyFrom(to_tensor_proto(value, self._tensor_class))
-        return request
+            tensor = tensor_proto_chunks(value, self._tensor_class) or [
+                to_tensor_proto(value, self._tensor_class).SerializeToString()]
+            chunks += map_entry_chunks(inputs_field, alias, tensor)
+        chunks.append(request_class(output_filter=list(output_filter)).SerializeToString())
+        return b"".join(chunks)
 
     def _call(self, method, request):
         for attempt in range(self.retries + 1):
@@ -163,7 +176,8 @@ class EncoderClient:
             for name, value in chunk.items():
                 outputs.setdefault(name, []).append(value)
         self.last_versions = versions
-        return {name: np.concatenate(parts) for name, parts in outputs.items()}
+        return {name: parts[0] if len(parts) == 1 else np.concatenate(parts)
+                for name, parts in outputs.items()}
 
 
 def _as_float_images(images):

@@ -10,7 +10,6 @@ Predict outputs are written to the TensorProto's typed value fields (float_val, 
 
 import grpc
 from google.protobuf import any_pb2
-from tensorflow.core.framework.tensor_pb2 import TensorProto
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2,
@@ -19,7 +18,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving import inference
 from serving.errors import ServingError, error_code
 from serving.servable import DEFAULT_SIGNATURE
-from serving.tensors import TensorParseError, to_ndarray, to_tensor_proto
+from serving.tensors import TensorParseError, fill_tensor_proto, to_ndarray
 
 __all__ = ["PredictionServicer", "ModelServicer", "model_metadata", "status_response",
            "add_servicers", "MAX_ELEMENTS"]
@@ -36,7 +35,7 @@ def request_inputs(request_inputs):
     inputs = {}
     for alias, proto in request_inputs.items():
         try:
-            inputs[alias] = to_ndarray(proto, MAX_ELEMENTS)
+            inputs[alias] = to_ndarray(proto, MAX_ELEMENTS, copy=False)  # read by the graph
         except TensorParseError as error:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"tensor parsing error: {alias} ({error})") from None
@@ -105,7 +104,7 @@ class PredictionServicer:
         response = predict_pb2.PredictResponse()
         _set_model_spec(response.model_spec, loaded, signature_name)
         for alias, value in outputs.items():
-            response.outputs[alias].CopyFrom(to_tensor_proto(value, TensorProto, as_fields=True))
+            fill_tensor_proto(response.outputs[alias], value, as_fields=True)
         self._count("predict", loaded.name)
         return response
 

@@ -97,3 +97,30 @@ def test_recorded_ablation_appears_in_models_md(tmp_path, monkeypatch):
     assert "## sketch-GAN+ ablation" in text
     assert "`zoo evaluate ablation --trained-on omniglot --train --record`" in text
     assert "| row one | 25.0% | 0.500 | 0.750 |" in text
+
+
+def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(tmp_path, monkeypatch):
+    import zoo.registry
+    from zoo import model_cards
+
+    monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
+    zoo.registry.write_manifest({"models": {}, "baselines": {}})
+    with_gan = {"one-shot error": 0.30, "Omniglot P@8": 0.5, "merchant P@8": 0.8,
+                "merchant R@1": 0.97}
+    labels = [row.label for row in ablation.ROWS if row.run in ("contrastive", "contrastive_only")
+              and row.readout == "pooled_whitened"]
+    assert len(labels) == 2  # the pair the sentence compares
+
+    def render(alone):
+        ablation.record({"trained_on": "merchant", "steps": 400, "rows": [
+            {"label": labels[0], "command": "c", "metrics": with_gan},
+            {"label": labels[1], "command": "c", "metrics": alone}]})
+        return model_cards.render()
+
+    text = render({**with_gan, "one-shot error": 0.28, "merchant P@8": 0.82})
+    assert "one-shot error 30.0% with the GAN, 28.0% without" in text
+    assert "**The GAN adds nothing here**" in text
+    text = render({**with_gan, "one-shot error": 0.35, "merchant R@1": 0.99})
+    assert "**The GAN adds nothing here**" not in text
+    assert ("better on merchant R@1; worse on one-shot error; the same on Omniglot P@8, "
+            "merchant P@8") in text

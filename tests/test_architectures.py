@@ -80,3 +80,36 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(ValueError, match="expected one of"):
         sketch_gan.build_discriminator("wide")
+
+
+@pytest.mark.parametrize("kernel_size, block", [(9, 4), (9, 2), (5, 4), (3, 2)])
+def test_space_to_depth_conv_computes_the_conv2d_and_its_gradients(kernel_size, block, rng):
+    """The generator's last layer runs as SpaceToDepthConv2D (issue 16): it must be the same
+    function of the same kernel as Conv2D, forward and backward, or training results change."""
+    import keras
+
+    inputs = tf.constant(rng.standard_normal((2, 16, 16, 5)).astype(np.float32))
+    reference = keras.layers.Conv2D(3, kernel_size, padding="same", activation="sigmoid")
+    fast = sketch_gan.SpaceToDepthConv2D(3, kernel_size, block=block, padding="same",
+                                         activation="sigmoid")
+    reference.build(inputs.shape)
+    fast.build(inputs.shape)
+    assert [w.shape for w in fast.weights] == [w.shape for w in reference.weights]
+    fast.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.1
+                      for w in reference.weights])
+    reference.set_weights(fast.get_weights())
+    gradients = []
+    for layer in (reference, fast):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(layer(inputs) ** 2)
+        gradients.append([g.numpy() for g in tape.gradient(loss, [inputs, layer.kernel])])
+    np.testing.assert_allclose(fast(inputs).numpy(), reference(inputs).numpy(), atol=1e-5)
+    for got, expected in zip(gradients[1], gradients[0]):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    clone = sketch_gan.SpaceToDepthConv2D.from_config(fast.get_config())
+    assert clone.block == block and clone.kernel_size == (kernel_size, kernel_size)
+    with pytest.raises(ValueError, match="stride-1 'same'"):
+        sketch_gan.SpaceToDepthConv2D(1, 9, strides=2, padding="same")
+    with pytest.raises(ValueError, match="multiples"):
+        sketch_gan.SpaceToDepthConv2D(1, 9, block=4, padding="same").build((1, 18, 18, 1))

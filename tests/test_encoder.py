@@ -38,6 +38,8 @@ def test_uint8_and_rank3_inputs_match_float(encoder, small_corpus):
     (np.zeros((2, 64, 64, 1), np.int32), "dtype int32"),
     (np.array([["a"]]), "dtype"),
     (np.full((2, 64, 64, 1), np.nan, np.float32), "NaN"),
+    (np.where(np.arange(2 * 64 * 64).reshape(2, 64, 64, 1) == 77, np.nan, 0.5), "NaN"),
+    (np.where(np.arange(2 * 64 * 64).reshape(2, 64, 64, 1) == 5, -np.inf, 0.5), "infinite"),
     (np.full((2, 64, 64, 1), 255.0, np.float32), r"\[0, 1\]"),
 ])
 def test_bad_input_is_refused_with_what_was_expected(encoder, bad, message):

@@ -412,6 +412,9 @@ def test_cli_build_add_search_and_grid(archive, tmp_path, capsys):
     assert main(["index", "build", folder, "--model", MODEL, "--out", out, "--meta",
                  "archive=Prize Papers", "--chunk-size", "4"]) == 0
     assert "added 6 items" in capsys.readouterr().out
+    from zoo.precision import resolve
+
+    assert Index.open(out).model_info()["precision"] == resolve("auto")  # the CLI's default
     write_archive(folder, archive["corpus"], 6, 2)
     assert main(["index", "add", out, folder]) == 0
     assert "added 2 items; 6 files already in the index" in capsys.readouterr().out

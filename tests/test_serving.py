@@ -54,7 +54,8 @@ def test_batching_and_monitoring_configs_parse():
     with open(os.path.join(SERVING_DIR, "batching.config")) as handle:
         batching = text_format.Parse(handle.read(), BatchingParameters())
     assert batching.max_batch_size.value >= EncoderClient.__init__.__defaults__[5]  # batch_size
-    assert batching.batch_timeout_micros.value > 0
+    # Set, and valid for TF Serving (0: a batch runs as soon as a batch thread is free).
+    assert batching.HasField("batch_timeout_micros") and batching.batch_timeout_micros.value >= 0
     assert batching.num_batch_threads.value > 0 and batching.max_enqueued_batches.value > 0
     with open(os.path.join(SERVING_DIR, "monitoring.config")) as handle:
         monitoring = text_format.Parse(handle.read(), MonitoringConfig())
@@ -146,6 +147,154 @@ def test_batch_queue_merges_concurrent_calls_and_attributes_errors():
         queue.submit(np.zeros((20, 3)))  # larger than a batch: refused, as by TF Serving
     queue.close()
     assert len(queue.submit(np.zeros((1, 3)))["double"]) == 1  # after close: runs unbatched
+
+
+def test_lone_task_runs_on_its_own_thread_and_queued_tasks_finish_on_close():
+    from serving.protos import BatchingParameters
+    from serving.server import BatchQueue
+
+    threads = []
+
+    def run(array):
+        threads.append(threading.get_ident())
+        return {"same": array}
+
+    parameters = text_format.Parse("max_batch_size { value: 4 } batch_timeout_micros { value: 0 }",
+                                   BatchingParameters())
+    queue = BatchQueue(run, parameters, threading.BoundedSemaphore(1))
+    np.testing.assert_array_equal(queue.submit(np.ones((1, 2)))["same"], np.ones((1, 2)))
+    assert threads == [threading.get_ident()]  # no hand-off to a batch thread
+    slow = BatchQueue(run, text_format.Parse("max_batch_size { value: 4 } batch_timeout_micros "
+                                             "{ value: 600000000 }", BatchingParameters()),
+                      threading.BoundedSemaphore(1))
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(slow.submit(np.zeros((1, 2)))))
+    waiting.start()
+    for _ in range(3000):  # until it is queued, waiting out the (10 min) timeout
+        if slow._pending:
+            break
+        time.sleep(0.01)
+    slow.close()  # runs it now
+    waiting.join()
+    assert results[0]["same"].shape == (1, 2)
+
+
+# Arrays for the wire fast paths: every numeric dtype, special floats, empty, scalar, strided.
+WIRE_ARRAYS = [
+    np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4),
+    np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38], np.float32),
+    np.random.default_rng(0).random((3, 5)),  # float64
+    np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2],  # not contiguous
+    np.zeros((0, 64), np.float32), np.float32(2.5), np.float64(-7.0),
+    np.arange(6, dtype=np.uint8).reshape(2, 3), np.array([-3, 70000], np.int32),
+    np.array([2**40, -1], np.int64), np.array([True, False]), np.array([0.5, -2], np.float16),
+    np.array([1, 65535], np.uint16), np.array([[b"a\0", b""]], dtype=object),
+]
+
+
+def _reference_tensor_proto(array, as_fields):
+    """TensorProto of `array` built through protobuf's field API (the slow reference)."""
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+
+    from serving.tensors import DTYPES
+
+    array = np.asarray(array)
+    enum = next(enum for enum, (dtype, _, _) in DTYPES.items()
+                if (dtype is object) == (array.dtype == object) and np.dtype(dtype) == array.dtype)
+    proto = TensorProto(dtype=enum)
+    field = DTYPES[enum][1]
+    values = array.reshape(-1)
+    if enum == 7:
+        proto.string_val.extend(values.tolist())
+    elif as_fields:
+        getattr(proto, field).extend((values.view(np.uint16) if enum == 19 else values).tolist())
+    else:
+        proto.tensor_content = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+@pytest.mark.parametrize("as_fields", [False, True])
+def test_tensor_protos_written_as_bytes_equal_protobufs_own(as_fields):
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.tensors import fill_tensor_proto, to_tensor_proto
+
+    for array in WIRE_ARRAYS:
+        reference = _reference_tensor_proto(array, as_fields)
+        fast = to_tensor_proto(array, TensorProto, as_fields=as_fields)
+        assert fast == reference and fast.SerializeToString() == reference.SerializeToString()
+        response = predict_pb2.PredictResponse()
+        fill_tensor_proto(response.outputs["x"], array, as_fields=as_fields)
+        assert response.outputs["x"] == reference
+
+
+def test_tensor_protos_read_as_bytes_equal_protobufs_own():
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+
+    from serving.tensors import to_ndarray
+
+    def reference(proto):  # the values through protobuf's field API, as TensorFlow reads them
+        values = np.array(list(proto.float_val or proto.double_val),
+                          np.float32 if proto.dtype == 1 else np.float64)
+        count = int(np.prod([dim.size for dim in proto.tensor_shape.dim]))
+        values = np.concatenate([values, np.repeat(values[-1:], count - len(values))])
+        return values.reshape([dim.size for dim in proto.tensor_shape.dim])
+
+    protos = [_reference_tensor_proto(array, True) for array in WIRE_ARRAYS[:7]]
+    broadcast = TensorProto(dtype=1, float_val=[4.0])  # one value for the whole shape
+    broadcast.tensor_shape.dim.add(size=3)
+    partial = TensorProto(dtype=2, double_val=[1.0, 2.0])  # TensorFlow repeats the last value
+    partial.tensor_shape.dim.add(size=4)
+    for proto in protos + [broadcast, partial]:
+        for copy in (True, False):
+            got = to_ndarray(proto, copy=copy)
+            np.testing.assert_array_equal(got, reference(proto))
+            assert got.dtype == reference(proto).dtype and got.shape == reference(proto).shape
+        assert to_ndarray(proto).flags.writeable
+    # Values sent unpacked, or in two runs (valid protobuf), take the field API path.
+    unpacked = TensorProto.FromString(b"\x08\x01\x12\x04\x12\x02\x08\x02"
+                                      b"\x2d\x00\x00\x80\x3f\x2d\x00\x00\x00\x40")
+    two_runs = TensorProto.FromString(b"\x08\x01\x12\x04\x12\x02\x08\x02"
+                                      b"\x2a\x04\x00\x00\x80\x3f\x2a\x04\x00\x00\x00\x40")
+    for proto in (unpacked, two_runs):
+        np.testing.assert_array_equal(to_ndarray(proto), [1.0, 2.0])
+
+
+def test_length_delimited_run():
+    from serving.wire import field_header, length_delimited_run
+
+    payload = b"\x01\x02\x03\x04"
+    # a varint, a fixed64 and a fixed32 field before the run
+    message = b"\x08\x96\x01\x11" + bytes(8) + b"\x1d" + bytes(4) + field_header(5, 4) + payload
+    offset, size = length_delimited_run(message, 5)
+    assert message[offset:offset + size] == payload
+    assert length_delimited_run(message, 6) == (0, 0)  # absent
+    assert length_delimited_run(message + field_header(5, 4) + payload, 5) is None  # two runs
+    assert length_delimited_run(message + b"\x2d" + bytes(4), 5) is None  # also unpacked
+
+
+def test_client_serializes_requests_as_protobuf_does():
+    from serving.tensors import to_tensor_proto
+
+    for pin in ({}, {"version": 3}, {"version_label": "stable"}):
+        client = EncoderClient("127.0.0.1:1", MODEL, **pin)
+        request_class = client._apis.predict_pb2.PredictRequest
+        for array in WIRE_ARRAYS:
+            for output_filter in ((), ("embedding", "bits")):
+                reference = request_class(model_spec=client._model_spec("sig"),
+                                          output_filter=list(output_filter))
+                reference.inputs["images"].CopyFrom(to_tensor_proto(array, client._tensor_class))
+                got = client._request_bytes("sig", {"images": array}, output_filter)
+                assert got == reference.SerializeToString()
+        two = {"a": WIRE_ARRAYS[0], "b": WIRE_ARRAYS[-1]}
+        reference = request_class(model_spec=client._model_spec(""))
+        for alias, array in two.items():
+            reference.inputs[alias].CopyFrom(to_tensor_proto(array, client._tensor_class))
+        assert request_class.FromString(client._request_bytes("", two)) == reference
+        client.close()
 
 
 def test_payload_cap_and_empty_config():

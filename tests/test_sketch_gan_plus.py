@@ -158,7 +158,29 @@ def test_plain_gan_ablation_skips_the_contrastive_loss(tmp_path):
     assert float(row["con_loss"]) == 0.0 and math.isfinite(float(row["d_loss"]))
 
 
+def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
+    """adversarial=0 (issue 18's "what does the GAN add?" row): D learns from NT-Xent alone;
+    the generator and the real/fake head are never updated."""
+    images = make_corpus(num_identities=8, instances_per_identity=2, seed=3).images
+    recipe = SketchGANPlusRecipe(iterations=3, batch_size=8, checkpoint_every=3, sample_every=3,
+                                 latent_dim=4, precision="float32", adversarial=0)
+    generator, discriminator = sketch_gan_plus.build_gan(**TINY)
+    before = {w.path: w.numpy().copy() for w in generator.weights + discriminator.weights}
+    train_gan(generator, discriminator, images, recipe, str(tmp_path), progress=False,
+              wrapper=training.TRAINING)
+    changed = {w.path for w in generator.weights + discriminator.weights
+               if not np.array_equal(before[w.path], w.numpy())}
+    assert not any(path in changed for path in (w.path for w in generator.weights))
+    assert not any("real_fake_logit" in path for path in changed)
+    assert any("d1_conv" in path for path in changed) and any("projection" in path
+                                                                for path in changed)
+    log = open(tmp_path / "log.csv").read().splitlines()
+    row = dict(zip(log[0].split(","), log[-1].split(",")))
+    assert float(row["con_loss"]) > 0 and float(row["g_loss"]) == 0.0
+
+
 @pytest.mark.parametrize("changes, message", [
+    ({"adversarial": 0, "lambda_con": 0.0}, "contrastive task is all"),
     ({"temperature": 0.0}, "temperature"),
     ({"lambda_con": -1.0}, "lambda_con"),
     ({"stroke_probability": 0.7}, "stroke_probability"),

@@ -8,11 +8,12 @@ def list_models():
     return {name: entry.description for name, entry in sorted(REGISTRY.items())}
 
 
-def load(name, weights_path=None, with_hash_head=True):
-    """The Encoder of registered model `name`, with its shipped sha256-verified weights."""
+def load(name, weights_path=None, with_hash_head=True, precision="float32"):
+    """The Encoder of registered model `name`, with its shipped sha256-verified weights,
+    computing in `precision` ("float32", "bfloat16" or "auto": zoo.precision)."""
     from zoo.loading import load as _load
 
-    return _load(name, weights_path, with_hash_head)
+    return _load(name, weights_path, with_hash_head, precision)
 
 
 def locate(page, query, model="sketch_gan_merchant", **options):

@@ -17,7 +17,8 @@ from zoo.machine import machine_description
 from zoo.models import get_family
 from zoo.registry import get_entry
 from zoo.training.gan import TRAINING as GAN_TRAINING
-from zoo.training.train import batch_dataset, precision_policy
+from zoo.precision import policy_scope
+from zoo.training.train import batch_dataset
 
 
 def reference_train_step(generator, discriminator, d_optimizer, g_optimizer, real_images,
@@ -55,7 +56,7 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
                                              dtype=np.float32)
 
     def zoo_loop(precision):
-        with precision_policy(precision):
+        with policy_scope(precision):
             nets = build(name)
         if wrapper.initialize is not None:
             wrapper.initialize(*nets, images, recipe.replace(init_count=min(recipe.init_count,

@@ -36,13 +36,32 @@ def validate_images(images, size=IMAGE_SIZE):
         raise ValueError(f"Expected {expected} with N >= 1; got an empty batch.")
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0
-    if not np.all(np.isfinite(images)):
-        raise ValueError("Images contain NaN or infinite values; expected finite values in [0, 1].")
+    # Two passes over the batch: min and max are NaN if any value is, and infinite if any is.
     low, high = float(images.min()), float(images.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError("Images contain NaN or infinite values; expected finite values in [0, 1].")
     if low < -1e-3 or high > 1 + 1e-3:
         raise ValueError(f"Expected float images in [0, 1]; got values in [{low:.3g}, {high:.3g}]. "
                          f"(Scale 0-255 data by 1/255 or pass uint8.)")
-    return np.clip(images, 0.0, 1.0).astype(np.float32)
+    if low < 0.0 or high > 1.0:
+        images = np.clip(images, 0.0, 1.0)
+    return images.astype(np.float32, copy=False)
+
+
+# How far a bfloat16 encoder (zoo.precision) may be from float32 on the same images, as
+# (smallest cosine between the two embeddings, fraction of equal hash bits);
+# tests/test_precision.py checks every shipped entry. Float encoders (sketch/thin-GAN,
+# sketch-GAN+) stay far inside theirs (measured: cosine >= 0.9999); BinGAN's code layers are
+# low-dimensional and their signs are the codes, so a few bits near zero flip. MODELS.md
+# ("Speed") measures retrieval with both paths.
+BFLOAT16_TOLERANCE = {"float": (0.999, 0.995), "sign": (0.98, 0.98)}
+
+
+def embed_tf(feature_extractor, images):
+    """float32 images -> float32 L2-normalised embeddings, whatever the extractor computes in
+    (the in-process encoder and the exported SavedModel share this graph)."""
+    features = tf.cast(feature_extractor(images, training=False), tf.float32)
+    return tf.math.l2_normalize(features, axis=-1, epsilon=1e-12)
 
 
 _linear_hash_bits = tf.function(
@@ -69,8 +88,9 @@ class Encoder:
     """
 
     def __init__(self, name, feature_extractor, entry=None, hash_head=None, metadata=None,
-                 margin=3):
+                 margin=3, precision="float32"):
         self.name = name
+        self.precision = precision  # what the feature extractor computes in (zoo.precision)
         self.margin = int(margin)  # px of black around the ink when preprocessing image files
         self.feature_extractor = feature_extractor
         self.entry = entry
@@ -89,11 +109,11 @@ class Encoder:
 
     def __repr__(self):
         bits = f", num_bits={self.hash_head.num_bits}" if self.hash_head is not None else ""
-        return f"Encoder({self.name!r}, embedding_dim={self.embedding_dim}{bits})"
+        precision = f", precision={self.precision!r}" if self.precision != "float32" else ""
+        return f"Encoder({self.name!r}, embedding_dim={self.embedding_dim}{bits}{precision})"
 
     def _embed_batch(self, images):
-        features = self.feature_extractor(images, training=False)
-        return tf.math.l2_normalize(features, axis=-1, epsilon=1e-12)
+        return embed_tf(self.feature_extractor, images)
 
     def encode(self, images, batch_size=256):
         """Embed images (see `validate_images` for what is accepted) -> float32 [N, D]."""

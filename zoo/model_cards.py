@@ -6,6 +6,8 @@ from what the package ships.
 
 import os
 
+import numpy as np
+
 from zoo.data.corpora import describe
 from zoo.evaluation.run import table_columns
 from zoo.registry import CORPORA, REGISTRY, read_manifest
@@ -276,9 +278,10 @@ def _ablation_section(manifest):
     if not records:
         return []
     lines = ["", "## sketch-GAN+ ablation (issue 8)", "",
-             "Each row adds one change to the row above it and is measured three ways in the "
+             "Each row adds one change to the row above it and is measured four ways in the "
              "same run: the Omniglot 20-way one-shot error (lower is better), P@8 on "
-             "`omniglot_background` and P@8 on `merchant_eval`. One of the two P@8 columns is the "
+             "`omniglot_background`, and P@8 and R@1 (exact match first) on `merchant_eval` "
+             "('-': recorded before that column existed). One of the two P@8 columns is the "
              "training archive, the other is transfer to an archive the encoder never saw. "
              "Short rows train the registered recipe for the stated steps with one field changed "
              "(seed 0); their `zoo train` commands are in the manifest. Raw-pixel and faithful "
@@ -286,7 +289,54 @@ def _ablation_section(manifest):
     for trained_on, record in records.items():
         lines += ["", f"Command: `{record['command']}` (short runs: {record['steps']} steps)", "",
                   format_table({"trained_on": trained_on, "rows": record["rows"]})]
+        lines += _gan_contribution(record)
     return lines
+
+
+# (row with the GAN, the same row without it) that MODELS.md compares, by label prefix.
+GAN_PAIRS = (("+ PCA whitening (as the exported encoder)", "the contrastive task alone (no gen"),
+             ("sketch-GAN+ shipped recipe (full length)", "the contrastive task alone, full"))
+
+
+def _gan_contribution(record):
+    """Issue 18's question, answered from the recorded rows: each contrastive run with and
+    without the GAN (short runs whitened as the exported encoder is; full-length encoders)."""
+    from zoo.evaluation.ablation import COLUMNS
+
+    lines = []
+    for with_label, alone_label in GAN_PAIRS:
+        with_gan = next((row for row in record["rows"]
+                         if row["label"].startswith(with_label)), None)
+        alone = next((row for row in record["rows"]
+                      if row["label"].startswith(alone_label)), None)
+        if with_gan is None or alone is None:
+            continue
+        length = ("full length" if "full length" in with_gan["label"]
+                  else f"{record['steps']} steps")
+        with_gan, alone = with_gan["metrics"], alone["metrics"]
+        columns = [column for column in COLUMNS if column in alone and column in with_gan]
+        # +1: better without the GAN, -1: worse, 0: the same (one-shot error: lower is better).
+        sign = {column: int(np.sign(alone[column] - with_gan[column]))
+                * (-1 if column == "one-shot error" else 1) for column in columns}
+        if min(sign.values()) >= 0:
+            verdict = ("**The GAN adds nothing here**: the contrastive task alone is at least "
+                       "as good on every measure")
+        else:
+            verdict = "Without the GAN, the encoder is " + "; ".join(
+                f"{word} on {', '.join(c for c in columns if sign[c] == value)}"
+                for value, word in ((1, "better"), (-1, "worse"), (0, "the same"))
+                if any(sign[c] == value for c in columns))
+        lines += ["", f"*What does the GAN add?* (issue 18) The same network, augmentation, "
+                  f"contrastive task and read-out, {length}, with and without the generator and "
+                  f"the real/fake loss: " + "; ".join(
+                      f"{column} {_fmt_metric(column, with_gan[column])} with the GAN, "
+                      f"{_fmt_metric(column, alone[column])} without" for column in columns)
+                  + f". {verdict} (one seed)."]
+    return lines
+
+
+def _fmt_metric(column, value):
+    return f"{100 * value:.1f}%" if column == "one-shot error" else f"{value:.3f}"
 
 
 def _hashing_section(manifest):
@@ -457,6 +507,105 @@ def _map_protocols_section(manifest):
     for row, values in record["rows"].items():
         lines.append(f"| {row} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
     return lines
+
+
+SPEED_NOTES = """Every figure below was measured by the command printed with it, on the
+machine it names, with nothing else running, each ratio against a baseline measured in the same
+process. bfloat16 is opt-in in the library (`zoo.load(name, precision="bfloat16")`, `zoo export
+--precision`) and the default of `zoo index build` on CPUs with AVX512-BF16 or AMX
+(`--precision auto`); float32 stays the reference path and the golden outputs' precision."""
+
+
+def _speed_section():
+    """reports/speed/*.json (zoo.evaluation.speed), written by the speed benchmarks' --record."""
+    from zoo.evaluation import speed
+
+    reports = {kind: speed.read(kind) for kind in ("encode", "training", "index_build")}
+    reports["serving"] = [speed.read(kind) for kind in speed.kinds("serving_")]
+    if not any(reports.values()):
+        return []
+    lines = ["", "## Speed (issue 16)", "", SPEED_NOTES]
+    encode = reports["encode"]
+    if encode:
+        peaks = encode["peaks"]
+        lines += ["", "### Encoding: float32 against bfloat16, beside the roofline", "",
+                  f"Command: `{encode['command']}` ({encode['machine']}, {encode['date']}); "
+                  f"in-process `Encoder.encode`, batch {encode['batch_size']}, best of the runs "
+                  f"over {encode['images']:,} merchant marks.", "",
+                  "Measured peaks (G(FL)OP/s): " + "; ".join(
+                      f"{kind} " + ", ".join(f"{p} {v:.0f}" for p, v in values.items())
+                      for kind, values in peaks.items()) + ". The bfloat16 convolution "
+                  f"peak is {peaks['conv']['bfloat16'] / peaks['conv']['float32']:.2f}x the "
+                  "float32 one, so that ratio is the most bfloat16 alone can give a model bound "
+                  "by its convolutions (sketch-GAN+); int8 (" + (
+                      f"{peaks['conv']['int8'] / peaks['conv']['float32']:.1f}x" if "int8" in
+                      peaks["conv"] else "not measured") + ") is the headroom left, unused: "
+                  "TensorFlow's int8 convolutions take only constant filters and unsigned "
+                  "inputs, and the encoders' LeakyReLU outputs are signed. The small models "
+                  "(thin-GAN, sketch-GAN) are far from the peak: their time goes to memory "
+                  "traffic and per-op overhead, where bfloat16 helps less.", "",
+                  "| model | M multiply-adds / image | float32 img/s | bfloat16 img/s | "
+                  "speed-up | float32 % of conv peak | bfloat16 % of conv peak |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, record in encode["models"].items():
+            rates, gflops = record["images_per_s"], record["gflops"]
+            lines.append(
+                f"| {name} | {record['multiply_adds'] / 1e6:.1f} | {rates['float32']:,.0f} | "
+                f"{rates['bfloat16']:,.0f} | {record['speedup']:.2f}x | "
+                f"{gflops['float32'] / peaks['conv']['float32']:.0%} | "
+                f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:.0%} |")
+        for name, record in encode["models"].items():
+            if "saved_model_images_per_s" in record:
+                rates = record["saved_model_images_per_s"]
+                lines.append(f"\n{name} exported (SavedModel `serving_default`, in-process): "
+                             f"float32 {rates['float32']:,.0f} img/s, bfloat16 "
+                             f"{rates['bfloat16']:,.0f} img/s "
+                             f"({rates['bfloat16'] / rates['float32']:.2f}x).")
+        retrieval = {name: record["retrieval"] for name, record in encode["models"].items()
+                     if "retrieval" in record}
+        if retrieval:
+            lines += ["", "| model | corpus | float32 P@8 | bfloat16 P@8 | float32 R@1 | "
+                      "bfloat16 R@1 | smallest cosine between the paths |",
+                      "|---|---|---|---|---|---|---|"]
+            for name, record in retrieval.items():
+                scores = record["scores"]
+                lines.append(f"| {name} | {record['corpus']} | {scores['float32']['P@8']:.3f} | "
+                             f"{scores['bfloat16']['P@8']:.3f} | {scores['float32']['R@1']:.3f}"
+                             f" | {scores['bfloat16']['R@1']:.3f} | {record['min_cosine']:.5f} |")
+    training = reports["training"]
+    if training:
+        lines += ["", "### Training step", "",
+                  f"Command: `{training['command']}` ({training['machine']}, "
+                  f"{training['date']}); {training['model']}, batch {training['batch_size']}.",
+                  "", "| variant | s / step | speed-up |", "|---|---|---|"]
+        baseline = training["s_per_step"][training["baseline"]]
+        for variant, seconds in training["s_per_step"].items():
+            lines.append(f"| {variant} | {seconds:.3f} | {baseline / seconds:.2f}x |")
+        for variant, profile in training.get("profile", {}).items():
+            slowest = [_op_label(op, kind, ms) for op, kind, ms in profile["slowest"]
+                       if kind != "IDLE"][:3]
+            lines.append(f"\nProfile, {variant}: {profile['self_ms']:.0f} ms of op time a step "
+                         f"(both cores); slowest ops: {'; '.join(slowest)}.")
+    index = reports["index_build"]
+    if index:
+        lines += ["", "### Index build", "",
+                  f"Command: `{index['command']}` ({index['machine']}, {index['date']}): "
+                  f"{index['count']:,} files with {index['model']} in {index['precision']}, "
+                  f"{index['seconds']:.1f} s = **{index['images_per_s']:,.0f} images/s** "
+                  f"({index['cpu_ms_per_image']:.2f} CPU ms an image)."]
+    for serving in reports["serving"]:
+        lines += ["", f"### Serving {serving['model']}", "",
+                  f"Command: `{serving['command']}` ({serving['machine']}, {serving['date']}); "
+                  f"{serving['server']} server, batching {serving['batching']}, one sequential "
+                  f"gRPC client on loopback.", ""] + serving["table"] + ["", serving["latency"]]
+    return lines
+
+
+def _op_label(operation, kind, ms):
+    """'g5_conv FusedConv2D 107 ms' from a profiled op's name path and kernel type."""
+    layers = [part for part in operation.split("/") if "_conv" in part or "MaxPool" in part]
+    layer = layers[0].rsplit("_", 1)[0] if layers else operation.rsplit("/", 1)[-1]
+    return f"{layer} {kind.replace('_MklNative', '')} {ms:.0f} ms"
 
 
 def _is_bingan_plus_curve(key):
@@ -657,7 +806,7 @@ def render():
               + _bingan_plus_section(manifest)
               + _bingan_curve_section(manifest) + _map_protocols_section(manifest)
               + _code_head_section(manifest)
-              + _transfer_section(manifest))
+              + _transfer_section(manifest) + _speed_section())
     lines += ["", "## Model cards"]
     for name, entry in REGISTRY.items():
         record = manifest["models"].get(name, {})

@@ -232,7 +232,8 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     from zoo.models import FAMILIES, get_family
     from zoo.training.code_head import HASH_BITS, fit_entry_head
     from zoo.training.run import float32_networks
-    from zoo.training.train import precision_policy, train_gan
+    from zoo.precision import policy_scope
+    from zoo.training.train import train_gan
     from zoo.weights import save_gan_weights
 
     entry = get_entry(base)
@@ -272,7 +273,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
 
     # 1. Continue the adversarial training from the shipped weights, in the recipe's precision
     #    (a checkpoint in run_dir, when there is one, replaces them with the interrupted run's).
-    with precision_policy(recipe.precision):
+    with policy_scope(recipe.precision):
         trained = load_gan(base)
     _, train_seconds = train_gan(*trained, archive.images, recipe, run_dir, resume=resume,
                                  progress=progress, wrapper=family.training_wrapper())

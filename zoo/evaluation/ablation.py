@@ -1,11 +1,12 @@
 """The sketch-GAN+ ablation (issue 8): one row per change, measured on the same yardsticks.
 
 Every row is an encoder trained on one corpus (merchant marks or Omniglot background, no
-labels) and measured three ways in the same run:
+labels) and measured four ways in the same run:
 
 - Omniglot 20-way one-shot error (zoo.evaluation.oneshot, the 20 official runs);
 - Omniglot P@8 (every image of `omniglot_background` against the others);
-- merchant-mark P@8 (`merchant_eval`, identities never trained on).
+- merchant-mark P@8 and R@1 (`merchant_eval`, identities never trained on; R@1 = the query's
+  top hit is another drawing of the query's mark, the exact-match rate issue 18 asks for).
 
 So each row shows the in-domain number and the transfer to the other archive side by side.
 
@@ -19,11 +20,16 @@ Rows, in order, each adding one change to the row before it:
 6. + augmentation of real and generated batches;
 7. + the contrastive task in D (the full recipe) at the same short length;
 8. the same, whitened as `calibrate` whitens the exported encoder;
-9. the shipped sketch-GAN+ entry (full recipe, full length);
-10. its weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
+9. the contrastive task alone, whitened: row 8 without the generator and the real/fake loss
+   (issue 18: what does the GAN add?);
+10. the shipped sketch-GAN+ entry (full recipe, full length);
+11. the contrastive task alone at that full length (the exported encoder: whitening calibrated
+    at the end of the run);
+12. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
 
-Rows 5-8 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed;
-`zoo evaluate ablation --train` trains any that runs/ablation/ does not hold yet (seed 0).
+Rows 5-9 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed, row
+11 a full-length one; `zoo evaluate ablation --train` trains any that runs/ablation/ does not hold
+yet (seed 0).
 """
 
 import dataclasses
@@ -37,7 +43,7 @@ from zoo.evaluation.retrieval import l2_normalise, retrieval_metrics
 
 ABLATION_STEPS = 400
 TRAINED_ON = {"merchant": "merchant_train", "omniglot": "omniglot_background"}
-COLUMNS = ("one-shot error", "Omniglot P@8", "merchant P@8")
+COLUMNS = ("one-shot error", "Omniglot P@8", "merchant P@8", "merchant R@1")
 COMMAND = "zoo evaluate ablation --trained-on {trained_on} --train --record"
 
 
@@ -49,6 +55,7 @@ class Row:
     run: str = ""  # sub-folder of runs_dir for a short training run ("" = shipped weights)
     changes: tuple = ()  # recipe fields changed for the run, as (key, value) pairs
     epsilon: float = None  # whitening floor (None: sketch_gan_plus.WHITENING_EPSILON)
+    steps: int = ABLATION_STEPS  # length of the run; None: the registered recipe's own
 
 
 ROWS = (
@@ -65,7 +72,11 @@ ROWS = (
     Row("+ contrastive task in D", "sketch_gan_plus", "pooled", "contrastive"),
     Row("+ PCA whitening (as the exported encoder)", "sketch_gan_plus", "pooled_whitened",
         "contrastive"),
+    Row("the contrastive task alone (no generator, no real/fake loss), whitened",
+        "sketch_gan_plus", "pooled_whitened", "contrastive_only", (("adversarial", 0),)),
     Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plus", "encoder"),
+    Row("the contrastive task alone, full length (the recipe's 2,500 steps)", "sketch_gan_plus",
+        "encoder", "contrastive_only_full", (("adversarial", 0),), steps=None),
     Row("the same weights, whitening floor eps 0.001 instead of 0.03", "sketch_gan_plus",
         "pooled_whitened", epsilon=0.001),
 )
@@ -124,18 +135,19 @@ def row_encoder(row, name, weights_path, training_images):
 def measure(encoder, runs, omniglot, merchant):
     """{column: value} for one encoder (see COLUMNS)."""
     one_shot = one_shot_errors({"row": encoder}, runs, baselines=False)
+    merchant_metrics = retrieval_metrics(encoder.encode(merchant.images), merchant.labels)
     return {
         "one-shot error": one_shot["mean_error"]["row"],
         "Omniglot P@8": retrieval_metrics(encoder.encode(omniglot.images),
                                           omniglot.labels)["P@8"],
-        "merchant P@8": retrieval_metrics(encoder.encode(merchant.images),
-                                          merchant.labels)["P@8"],
+        "merchant P@8": merchant_metrics["P@8"],
+        "merchant R@1": merchant_metrics["R@1"],
     }
 
 
 def train_command(name, row, runs_dir):
-    sets = [f"--set iterations={ABLATION_STEPS}", "--set checkpoint_every=200",
-            *(f"--set {key}={value}" for key, value in row.changes)]
+    sets = [*([f"--set iterations={row.steps}"] if row.steps else []),
+            "--set checkpoint_every=200", *(f"--set {key}={value}" for key, value in row.changes)]
     return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
 
 
@@ -166,7 +178,8 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
             if not os.path.exists(weights_path) and train:
                 progress(f"training {row.run}: {command}")
                 train_model(name, os.path.join(runs_dir, row.run), data_dir,
-                            {"iterations": ABLATION_STEPS, "checkpoint_every": 200,
+                            {**({"iterations": row.steps} if row.steps else {}),
+                             "checkpoint_every": 200,
                              **dict(row.changes)})
             if not os.path.exists(weights_path):
                 result["skipped"].append({"label": row.label, "command": command})
@@ -192,8 +205,10 @@ def format_table(result):
              + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
         metrics = row["metrics"]
+        recall = metrics.get("merchant R@1")  # rows recorded before the column: not measured
         lines.append(f"| {row['label']} | {100 * metrics['one-shot error']:.1f}% | "
-                     f"{metrics['Omniglot P@8']:.3f} | {metrics['merchant P@8']:.3f} |")
+                     f"{metrics['Omniglot P@8']:.3f} | {metrics['merchant P@8']:.3f} | "
+                     + (f"{recall:.3f} |" if recall is not None else "- |"))
     return "\n".join(lines)
 
 

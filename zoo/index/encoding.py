@@ -165,12 +165,13 @@ def prepare_query(query, size):
 
 
 class LocalEncoder:
-    """Encode in this process with the zoo's registered model `name` (shipped weights)."""
+    """Encode in this process with the zoo's registered model `name` (shipped weights), in
+    `precision` (zoo.precision; the record says which, so that queries use the same)."""
 
-    def __init__(self, name, batch_size=256):
+    def __init__(self, name, batch_size=256, precision="float32"):
         import zoo
 
-        self.encoder = zoo.load(name)
+        self.encoder = zoo.load(name, precision=precision)
         if self.encoder.hash_head is None:
             raise ValueError(f"Model {name!r} has no hash head; an index needs binary codes.")
         self.name, self.batch_size = name, batch_size
@@ -179,6 +180,7 @@ class LocalEncoder:
         self.record = {"name": name, "embedding_dim": self.encoder.embedding_dim,
                        "num_bits": self.encoder.hash_head.num_bits,
                        "image_size": self.image_size,
+                       "precision": self.encoder.precision,
                        "weights_sha256": published.get("sha256"),
                        "hash_head_sha256": (published.get("hash_head") or {}).get("sha256")}
 
@@ -238,9 +240,11 @@ class ServerEncoder:
         self.client.close()
 
 
-def make_encoders(models, server=None, batch_size=256):
-    return [ServerEncoder(name, server, batch_size) if server else LocalEncoder(name, batch_size)
-            for name in models]
+def make_encoders(models, server=None, batch_size=256, precision="float32"):
+    """One encoder per model name: through `server` if given, else in-process in `precision`
+    (a server's models compute in the precision they were exported with)."""
+    return [ServerEncoder(name, server, batch_size) if server
+            else LocalEncoder(name, batch_size, precision) for name in models]
 
 
 # ----------------------------------------------------------------------------- the pipeline

@@ -154,7 +154,7 @@ class Index:
     @classmethod
     def build(cls, out_path, source, models=None, server=None, batch_size=256,
               progress=True, metadata=None, chunk_size=None, workers=None, regions=False,
-              proposals=None):
+              proposals=None, precision="float32"):
         """Encode every image of `source` (a folder, recursively, or a list of files) with
         each of `models` (default DEFAULT_MODELS; regions: DEFAULT_REGION_MODELS) into a new
         index directory `out_path`, and return it opened.
@@ -168,7 +168,12 @@ class Index:
         where it stopped.
         `metadata` is a JSON-able dict about the archive, stored in the manifest. Files that
         cannot be used are skipped and listed in the returned index's `report`.
+        `precision`: what in-process encoders compute in (zoo.precision: "float32", "bfloat16"
+        or "auto"); recorded per model, and used again by `add` and for queries.
         """
+        from zoo.precision import resolve
+
+        precision = resolve(precision)
         out_path = os.path.abspath(os.fspath(out_path))
         models = _models_tuple(models or (DEFAULT_REGION_MODELS if regions else DEFAULT_MODELS))
         _check_new_index(out_path, metadata)
@@ -179,7 +184,7 @@ class Index:
         report = _ingest(out_path, None, models, source, kind="build", server=server,
                          batch_size=batch_size, progress=progress, archive=metadata,
                          chunk_size=chunk_size, workers=workers, known_paths=set(),
-                         regions=settings)
+                         regions=settings, precision=precision)
         index = cls.open(out_path, server=server)
         index.report = report
         return index
@@ -226,7 +231,8 @@ class Index:
         report = _ingest(self.path, self._manifest, self.models, source, kind="add",
                          server=self.server, batch_size=batch_size, progress=progress,
                          archive=None, chunk_size=chunk_size, workers=workers,
-                         known_paths=known, regions=self.proposals)
+                         known_paths=known, regions=self.proposals,
+                         precision=self._precision(self.models[0]))
         manifest = store.read_manifest(self.path)
         with self._lock:
             committed = len(self._manifest["segments"])
@@ -333,10 +339,16 @@ class Index:
                              f"{', '.join(self.models)}.")
         return model
 
+    def _precision(self, name):
+        """What the index's in-process encoder of `name` computes in (float32 for indexes
+        built before precisions were recorded)."""
+        return self.model_info(name).get("precision") or "float32"
+
     def _query_encoder(self, name):
         with self._lock:
             if name not in self._query_encoders:
-                (encoder,) = make_encoders([name], self.server)
+                (encoder,) = make_encoders([name], self.server,
+                                           precision=self._precision(name))
                 _check_compatible(self.model_info(name), encoder.record,
                                   f"Cannot encode queries for {self.path!r}")
                 self._query_encoders[name] = encoder
@@ -566,7 +578,7 @@ def _check_new_index(out_path, metadata):
 
 
 def _ingest(directory, manifest, models, source, kind, server, batch_size, progress, archive,
-            chunk_size, workers, known_paths, regions=None):
+            chunk_size, workers, known_paths, regions=None, precision="float32"):
     """Encode `source`'s new files into .pending chunks (after any chunks an interrupted run
     left), then commit all pending chunks as one segment. Shared by Index.build (manifest
     None) and Index.add; `regions`: the proposal settings of a region index. Returns an
@@ -588,7 +600,7 @@ def _ingest(directory, manifest, models, source, kind, server, batch_size, progr
             log.info("resuming an interrupted %s: %d items already encoded", kind, resumed)
         todo = [path for path in paths if path not in known_paths and path not in done]
 
-        encoders = make_encoders(models, server, batch_size) if todo else []
+        encoders = make_encoders(models, server, batch_size, precision) if todo else []
         try:
             records = _model_records(directory, manifest, progress_record, encoders)
             if progress_record is None:

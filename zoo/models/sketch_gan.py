@@ -17,6 +17,8 @@ The discriminator's last layer returns a logit; the paper's sigmoid is applied i
 """
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from zoo.data.images import DEFAULT_MARGIN
@@ -25,6 +27,69 @@ from zoo.models.family import Family
 IMAGE_SHAPE = (64, 64, 1)
 ARCHITECTURES = ("sketch", "thin")
 FEATURES_LAYER = "features"
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SpaceToDepthConv2D(layers.Conv2D):
+    """A stride-1 "same" Conv2D computed on a space-to-depth view of its input: the same
+    kernel variable, the same outputs (up to float rounding), and about 3x faster for the
+    generator's last layer (9 x 9, 16 channels to 1), a shape oneDNN computes poorly (issue 16:
+    it was a fifth of a sketch-GAN+ training step; `zoo bench` measures it).
+
+    The input [N, H, W, C] is viewed as [N, H/b, W/b, b*b*C] (tf.nn.space_to_depth), the
+    k x k kernel becomes the equivalent small kernel over blocks with b*b*filters outputs (a
+    fixed 0/1 selection, differentiable in the kernel), and depth_to_space puts the outputs
+    back. H and W must be multiples of `block`.
+    """
+
+    def __init__(self, filters, kernel_size, block=4, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self.block = int(block)
+        if self.strides != (1, 1) or self.padding != "same" or self.dilation_rate != (1, 1) \
+                or self.groups != 1 or self.data_format != "channels_last" \
+                or self.kernel_size[0] != self.kernel_size[1] or self.kernel_size[0] % 2 == 0:
+            raise ValueError("SpaceToDepthConv2D computes stride-1 'same' channels_last "
+                             "convolutions with an odd square kernel only.")
+        self._selection = _block_selection(self.kernel_size[0], self.block)
+
+    def build(self, input_shape):
+        if input_shape[1] % self.block or input_shape[2] % self.block:
+            raise ValueError(f"SpaceToDepthConv2D with block {self.block} needs a height and "
+                             f"width that are multiples of it; got {input_shape[1:3]}.")
+        super().build(input_shape)
+
+    def convolution_op(self, inputs, kernel):
+        block, size = self.block, self._selection.shape[0]
+        channels, filters = kernel.shape[2], kernel.shape[3]
+        blocked = tf.reshape(
+            tf.einsum("abiouv,uvcd->abicod", tf.cast(self._selection, kernel.dtype), kernel),
+            [size, size, block * block * channels, block * block * filters])
+        outputs = tf.nn.conv2d(tf.nn.space_to_depth(inputs, block), blocked, 1, "SAME")
+        return tf.nn.depth_to_space(outputs, block)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+def _block_selection(kernel_size, block):
+    """S [K, K, b*b, b*b, k, k] of 0/1: S[a, c, i, o, u, v] = 1 where tap (u, v) of output pixel
+    o of a block reads input pixel i of the block at offset (a, c) - K // 2 (K = the block
+    kernel's size, odd so that "same" padding lines up)."""
+    half = kernel_size // 2
+    low, high = -half // block, (block - 1 + half) // block
+    if low != -high:
+        raise ValueError(f"A {kernel_size}x{kernel_size} kernel has no centred block kernel for "
+                         f"block {block}.")
+    selection = np.zeros((high - low + 1,) * 2 + (block * block,) * 2 + (kernel_size,) * 2,
+                         np.float32)
+    for p in range(block):
+        for q in range(block):
+            for u in range(kernel_size):
+                for v in range(kernel_size):
+                    dy, dx = p + u - half, q + v - half
+                    selection[dy // block - low, dx // block - low,
+                              (dy % block) * block + dx % block, p * block + q, u, v] = 1.0
+    return selection
 
 
 def _check_architecture(architecture):
@@ -98,8 +163,8 @@ def build_generator(architecture="sketch", latent_dim=2):
         x = _up_bn_relu(x, 16, 3, name="g1")
         for index in range(2, 5):
             x = _up_bn_relu(x, 16, 5, name=f"g{index}")
-        images = layers.Conv2D(
-            1, 9, strides=1, padding="same", activation="sigmoid", name="g5_conv"
+        images = SpaceToDepthConv2D(
+            1, 9, block=4, strides=1, padding="same", activation="sigmoid", name="g5_conv"
         )(x)
     return keras.Model(latent, images, name=f"{architecture}_generator")
 

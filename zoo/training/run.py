@@ -13,7 +13,8 @@ from zoo.machine import machine_description
 from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
 from zoo.training.gan import reestimate_batchnorm
-from zoo.training.train import precision_policy, train_gan
+from zoo.precision import policy_scope
+from zoo.training.train import train_gan
 from zoo.weights import PACKAGE_WEIGHTS_DIR, save_gan_weights, sha256_of
 
 SUMMARY_NAME = "summary.json"
@@ -47,7 +48,7 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     images = load_corpus(get_corpus(entry.corpus), data_dir).images
     family = get_family(entry.family)
     keras.utils.set_random_seed(recipe.seed)  # initial weights follow from the recipe's seed
-    with precision_policy(recipe.precision):
+    with policy_scope(recipe.precision):
         trained = family.build_gan(**entry.architecture)
     _, train_seconds = train_gan(*trained, images, recipe, out_dir, resume=resume,
                                  progress=progress, wrapper=family.training_wrapper())

@@ -11,7 +11,9 @@ Each step:
 3. Generator loss = non-saturating loss on its augmented batch (gradients flow through the
    differentiable augmentation, as in DiffAugment, Zhao et al. 2020).
 
-No labels are used. lambda_con = 0 and augmentation off give the plain GAN ablation rows.
+No labels are used. lambda_con = 0 and augmentation off give the plain GAN ablation rows;
+adversarial = False gives the contrastive task alone (step 2 without the GAN loss, no step 3):
+the same network and read-out, trained without a generator.
 """
 
 import math
@@ -92,8 +94,25 @@ class ContrastiveGANTrainer(GANTrainer):
         return augment(images, seed, self.recipe.rotation_degrees, self.recipe.scale_range,
                        self.recipe.shift_pixels, self.recipe.stroke_probability)
 
+    def _contrastive_step(self, real_images):
+        """D (encoder and projection head) trained on NT-Xent alone; the generator idles."""
+        with tf.GradientTape() as tape:
+            _, first, _ = self.discriminator(self._augment(real_images, 1), training=True)
+            _, second, _ = self.discriminator(self._augment(real_images, 2), training=True)
+            con_loss = nt_xent(first, second, self.recipe.temperature)
+            total = self.recipe.lambda_con * con_loss
+        variables = self.discriminator.trainable_variables
+        gradients = tape.gradient(total, variables)
+        # The real/fake head has no part in this loss (no gradient): it is left as it is.
+        self.d_optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        self.con_loss_tracker.update_state(con_loss)
+        return {m.name: m.result() for m in self.metrics}
+
     def train_step(self, real_images):
         recipe = self.recipe
+        if not recipe.adversarial:
+            return self._contrastive_step(real_images)
         batch_size = tf.shape(real_images)[0]
         generated = self.generator(self.sample_latent(batch_size), training=True)
         first, second = self._augment(real_images, 1), self._augment(real_images, 2)

@@ -4,10 +4,7 @@ The trainer knows nothing about a particular architecture or corpus: it takes a 
 discriminator, a float32 image array [N, 64, 64, 1] and a Recipe.
 """
 
-import contextlib
 import os
-
-import keras
 
 import numpy as np
 import tensorflow as tf
@@ -15,17 +12,6 @@ import tensorflow as tf
 from zoo.training.callbacks import Checkpoint, ProgressBar, SampleGrid, StepLogger, StopOnNaN
 from zoo.training.checkpoint import load_checkpoint
 from zoo.training.gan import TRAINING as GAN_TRAINING
-
-
-@contextlib.contextmanager
-def precision_policy(precision):
-    """Build models inside this block to give them the recipe's compute precision."""
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def batch_dataset(images, batch_size, seed, first_step, last_step):
@@ -67,7 +53,7 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
     Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
     samples/step_*.png (every recipe.sample_every steps). Returns the trainer and the
     total training wall time in seconds over all sessions of the run. The networks are
-    trained in the precision they were built with (see `precision_policy`).
+    trained in the precision they were built with (see `zoo.precision.policy_scope`).
 
     `wrapper` is the family's zoo.training.wrapper.TrainingWrapper (`Family.training_wrapper()`;
     default: zoo.training.gan's GANTrainer): its trainer, data-dependent initialisation (run

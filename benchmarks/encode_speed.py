@@ -1,0 +1,228 @@
+"""Encoding speed of the zoo's encoders, float32 against bfloat16, beside this CPU's roofline.
+
+    python -m benchmarks.encode_speed [--models NAME ...] [--retrieval] [--saved-model]
+
+Run it with nothing else on the machine. It prints:
+
+1. the roofline: this CPU's measured peak of a large matrix product and of a 5x5 convolution
+   in float32, bfloat16 and int8 (TensorFlow's oneDNN kernels; int8 is QuantizedConv2D, which
+   the zoo does not use: it shows the ceiling left above bfloat16);
+2. for each model: multiply-adds an image (counted from its layers), in-process
+   `Encoder.encode` images/s at batch 256 (best of --repeats over --count merchant marks) in
+   float32 and in bfloat16 (`zoo.load(name, precision="bfloat16")`), the ratio, the GFLOP/s
+   each reaches, and the fraction of the convolution peak of its precision;
+3. with --retrieval: P@8 on merchant_eval and omniglot_background of both paths (sketch-GAN+
+   entries), and the smallest cosine between the two paths' embeddings;
+4. with --saved-model: the exported SavedModel's serving_default called in-process, both
+   precisions (what a TensorFlow server with oneDNN runs).
+
+The float32 and bfloat16 encoders of a model are timed in turns, in one process.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_MODELS = ("thin_gan_merchant", "sketch_gan_merchant", "bingan_fashion_32",
+                  "sketch_gan_plus_merchant", "sketch_gan_plus_omniglot")
+RETRIEVAL = {"sketch_gan_plus_merchant": "merchant_eval",
+             "sketch_gan_plus_omniglot": "omniglot_background"}
+
+
+# ----------------------------------------------------------------------------- roofline
+
+
+def _best_seconds(function, repeats=5):
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure_peaks(size=2048, batch=256):
+    """{"matmul" | "conv": {precision: G(FL)OP/s}}: a size^3 product, and a 5x5 stride-2
+    convolution of [batch, 32, 32, 32] to 64 channels (sketch-GAN+'s middle block)."""
+    rng = np.random.default_rng(0)
+    peaks = {"matmul": {}, "conv": {}}
+    conv_ops = 2 * batch * 16 * 16 * 25 * 32 * 64
+    for precision, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
+        a = tf.cast(rng.standard_normal((size, size), np.float32), dtype)
+        matmul = tf.function(lambda a=a: tf.matmul(a, a))
+        peaks["matmul"][precision] = 2 * size ** 3 / _best_seconds(lambda: matmul().numpy()) / 1e9
+        x = tf.cast(rng.random((batch, 32, 32, 32), np.float32), dtype)
+        w = tf.cast(rng.standard_normal((5, 5, 32, 64), np.float32), dtype)
+        conv = tf.function(lambda x=x, w=w: tf.nn.conv2d(x, w, 2, "SAME"))
+        peaks["conv"][precision] = conv_ops / _best_seconds(lambda: conv().numpy()) / 1e9
+    x8 = tf.constant(rng.integers(0, 255, (batch, 32, 32, 32), dtype=np.uint8), tf.quint8)
+    w8 = rng.integers(-127, 127, (5, 5, 32, 64), dtype=np.int8)
+
+    @tf.function
+    def conv_int8():
+        return tf.raw_ops.QuantizedConv2D(  # oneDNN wants the filter as a graph constant
+            input=x8, filter=tf.constant(w8, tf.qint8), min_input=0.0, max_input=1.0,
+            min_filter=-1.0, max_filter=1.0, strides=[1, 2, 2, 1], padding="SAME")[0]
+
+    try:
+        peaks["conv"]["int8"] = conv_ops / _best_seconds(lambda: conv_int8().numpy()) / 1e9
+    except tf.errors.OpError as error:  # a TensorFlow build without quantized oneDNN kernels
+        print(f"(int8 convolution not measured: {str(error).splitlines()[0]})")
+    return peaks
+
+
+def multiply_adds(model):
+    """Multiply-adds of one image through `model`'s layers with a kernel: convolutions
+    (a 4-d kernel, once per output position) and dense layers (2-d), BinGAN's weight-normalised
+    ones included. The rest is elementwise or pooling: under 1% for the zoo's encoders."""
+    total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        if len(kernel.shape) == 4:
+            _, height, width, _ = layer.output.shape
+            total += height * width * int(np.prod(kernel.shape))
+        elif len(kernel.shape) == 2:
+            total += int(np.prod(kernel.shape))
+    return int(total)
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+def _images(count, size):
+    from zoo.data.merchant_marks import make_corpus
+
+    images = np.asarray(make_corpus(count // 4 + 1, 4, seed=0).images[:count], np.float32)
+    images = images.reshape(count, images.shape[1], images.shape[2], 1)
+    if size != images.shape[1]:  # BinGAN's 32 x 32 input
+        images = np.clip(tf.image.resize(images, (size, size), antialias=True).numpy(), 0, 1)
+    return images
+
+
+def encode_rates(encoders, images, repeats):
+    """{key: images/s of encoder.encode(images) at batch 256}, best of `repeats`, taking turns."""
+    for encoder in encoders.values():
+        encoder.encode(images[:512])  # trace
+    best = {key: float("inf") for key in encoders}
+    for _ in range(repeats):
+        for key, encoder in encoders.items():
+            started = time.perf_counter()
+            encoder.encode(images, batch_size=256)
+            best[key] = min(best[key], time.perf_counter() - started)
+    return {key: len(images) / seconds for key, seconds in best.items()}
+
+
+def saved_model_rates(encoders, images, repeats):
+    """{key: images/s} of each encoder exported and reloaded, serving_default at batch 256."""
+    functions = {}
+    with tempfile.TemporaryDirectory(prefix="encode-speed-") as base:
+        for key, encoder in encoders.items():
+            path = encoder.export(os.path.join(base, key), 1)
+            functions[key] = tf.saved_model.load(path).signatures["serving_default"]
+        batches = [tf.constant(images[start:start + 256]) for start in range(0, len(images), 256)]
+        best = {key: float("inf") for key in functions}
+        for key, function in functions.items():
+            function(images=batches[0])
+        for _ in range(repeats):
+            for key, function in functions.items():
+                started = time.perf_counter()
+                for batch in batches:
+                    function(images=batch)["embedding"].numpy()
+                best[key] = min(best[key], time.perf_counter() - started)
+    return {key: len(images) / seconds for key, seconds in best.items()}
+
+
+def retrieval(encoders, corpus_name):
+    """({key: {"P@8", "R@1"}} on the corpus, the smallest cosine between the paths'
+    embeddings of the same image)."""
+    from zoo.data.corpora import load_corpus
+    from zoo.evaluation.retrieval import retrieval_metrics
+    from zoo.registry import get_corpus
+
+    corpus = load_corpus(get_corpus(corpus_name))
+    embeddings = {key: encoder.encode(corpus.images) for key, encoder in encoders.items()}
+    scores = {}
+    for key, value in embeddings.items():
+        metrics = retrieval_metrics(value, corpus.labels, k=8)
+        scores[key] = {"P@8": metrics["P@8"], "R@1": metrics["R@1"]}
+    cosines = np.sum(embeddings["float32"] * embeddings["bfloat16"], axis=1)
+    return scores, float(cosines.min())
+
+
+def main(argv=None):
+    from zoo.evaluation.speed import command_line
+    from zoo.loading import load
+    from zoo.machine import machine_description
+    from zoo.precision import native_bfloat16
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--count", type=int, default=4000, help="merchant marks encoded")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--retrieval", action="store_true",
+                        help="P@8 of both paths for the sketch-GAN+ entries")
+    parser.add_argument("--saved-model", action="store_true",
+                        help="also time the exported SavedModels")
+    parser.add_argument("--record", action="store_true",
+                        help="keep the results in reports/speed/encode.json (MODELS.md, Speed)")
+    args = parser.parse_args(argv)
+
+    command = command_line("benchmarks.encode_speed", argv)
+    print(f"machine: {machine_description()}; native bfloat16: {native_bfloat16()}")
+    print(f"command: {command}")
+    peaks = measure_peaks()
+    print("\nroofline (measured peaks, G(FL)OP/s):")
+    for kind, values in peaks.items():
+        print(f"  {kind:7s} " + "  ".join(f"{p} {v:6.0f}" for p, v in values.items()))
+    results = {"peaks": peaks, "models": {}, "batch_size": 256, "images": args.count}
+    print(f"\n{'model':26s} {'MMAC/img':>8s} {'f32 img/s':>10s} {'bf16 img/s':>10s} "
+          f"{'bf16/f32':>8s} {'f32 GFLOP/s':>11s} {'bf16 GFLOP/s':>12s} "
+          f"{'f32 %peak':>9s} {'bf16 %peak':>10s}")
+    for name in args.models:
+        encoders = {precision: load(name, precision=precision)
+                    for precision in ("float32", "bfloat16")}
+        macs = multiply_adds(encoders["float32"].feature_extractor)
+        images = _images(args.count, encoders["float32"].image_size)
+        rates = encode_rates(encoders, images, args.repeats)
+        gflops = {key: 2 * macs * rate / 1e9 for key, rate in rates.items()}
+        record = {"multiply_adds": macs, "images_per_s": rates, "gflops": gflops,
+                  "speedup": rates["bfloat16"] / rates["float32"]}
+        print(f"{name:26s} {macs / 1e6:8.1f} {rates['float32']:10.0f} {rates['bfloat16']:10.0f} "
+              f"{record['speedup']:8.2f} {gflops['float32']:11.0f} {gflops['bfloat16']:12.0f} "
+              f"{gflops['float32'] / peaks['conv']['float32']:9.0%} "
+              f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:10.0%}")
+        if args.saved_model:
+            record["saved_model_images_per_s"] = saved_model_rates(encoders, images, args.repeats)
+        if args.retrieval and name in RETRIEVAL:
+            record["retrieval"] = dict(zip(("scores", "min_cosine"),
+                                           retrieval(encoders, RETRIEVAL[name])),
+                                       corpus=RETRIEVAL[name])
+        results["models"][name] = record
+    for name, record in results["models"].items():
+        if "saved_model_images_per_s" in record:
+            rates = record["saved_model_images_per_s"]
+            print(f"{name}: SavedModel serving_default float32 {rates['float32']:.0f} img/s, "
+                  f"bfloat16 {rates['bfloat16']:.0f} img/s "
+                  f"({rates['bfloat16'] / rates['float32']:.2f}x)")
+        if "retrieval" in record:
+            scores = record["retrieval"]["scores"]
+            print(f"{name} on {record['retrieval']['corpus']}: " + "; ".join(
+                f"{key} P@8 {value['P@8']:.3f} R@1 {value['R@1']:.3f}"
+                for key, value in scores.items())
+                + f"; smallest cosine between the paths {record['retrieval']['min_cosine']:.5f}")
+    if args.record:
+        from zoo.evaluation.speed import record
+
+        print(f"recorded: {record('encode', results, command)}")
+
+
+if __name__ == "__main__":
+    main()

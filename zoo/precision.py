@@ -1,0 +1,58 @@
+"""Compute precision of the zoo's models: float32, bfloat16, or "auto" (the fastest exact-enough
+one this CPU runs natively).
+
+Encoders run in float32 by default (the golden outputs are float32). `precision="bfloat16"`
+builds the same network under Keras' "mixed_bfloat16" policy: the weights stay float32 (the
+shipped files load unchanged), convolutions and matrix products run in bfloat16 with float32
+accumulation (oneDNN's AVX512-BF16 / AMX kernels), and the embedding is returned in float32.
+On CPUs without native bfloat16 the same graph runs, emulated, with nothing to gain, so "auto"
+picks bfloat16 only where the CPU has it. MODELS.md ("Speed") measures the speed
+and retrieval of both paths (`python -m benchmarks.encode_speed`).
+"""
+
+import contextlib
+
+from zoo.machine import cpu_flags
+
+PRECISIONS = ("float32", "bfloat16")
+CHOICES = (*PRECISIONS, "auto")
+
+# Keras dtype policy of each precision: weights in float32 either way.
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 dot products.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bfloat16():
+    """Whether this CPU computes bfloat16 dot products natively."""
+    return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+
+
+def resolve(precision):
+    """"float32" or "bfloat16" for one of CHOICES ("auto" decides by the CPU); ValueError
+    otherwise."""
+    if precision not in CHOICES:
+        raise ValueError(f"Expected a precision among {', '.join(CHOICES)}; got {precision!r}.")
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return precision
+
+
+def keras_policy(precision):
+    """The Keras dtype policy name that builds models computing in `precision`. Recipes may
+    also name Keras policies directly ("mixed_bfloat16"); those pass through."""
+    return _POLICIES.get(resolve(precision) if precision in CHOICES else precision, precision)
+
+
+@contextlib.contextmanager
+def policy_scope(precision):
+    """Build models inside this block to give them `precision` (or a Keras policy name)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(keras_policy(precision))
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
