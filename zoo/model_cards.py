@@ -277,9 +277,9 @@ def _ablation_section(manifest):
     records = manifest.get("ablation", {})
     if not records:
         return []
-    lines = ["", "## sketch-GAN+ ablation (issue 8)", "",
-             "Each row adds one change to the row above it and is measured four ways in the "
-             "same run: the Omniglot 20-way one-shot error (lower is better), P@8 on "
+    lines = ["", "## sketch-GAN+ ablation (issues 8 and 18)", "",
+             "Each row changes one thing (most add it to the row above) and is measured four "
+             "ways in the same run: the Omniglot 20-way one-shot error (lower is better), P@8 on "
              "`omniglot_background`, and P@8 and R@1 (exact match first) on `merchant_eval` "
              "('-': recorded before that column existed). One of the two P@8 columns is the "
              "training archive, the other is transfer to an archive the encoder never saw. "
