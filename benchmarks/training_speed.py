@@ -52,9 +52,10 @@ def make_steps(name, batch_size):
 
     entry = get_entry(name)
     recipe = entry.recipe.replace(batch_size=batch_size)
-    wrapper = get_family(entry.family).training_wrapper()
-    image_shape = tuple(build(name)[1].input.shape[1:])
-    images = (np.random.default_rng(0).random((batch_size, *image_shape)) > 0.9).astype(
+    family = get_family(entry.family)
+    wrapper = family.training_wrapper()
+    size = family.image_size
+    images = (np.random.default_rng(0).random((batch_size, size, size, 1)) > 0.9).astype(
         np.float32)
     steps = {}
     for precision in ("float32", "mixed_bfloat16"):

@@ -159,11 +159,11 @@ def test_plain_gan_ablation_skips_the_contrastive_loss(tmp_path):
 
 
 def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
-    """adversarial=0 (issue 18's "what does the GAN add?" row): D learns from NT-Xent alone;
+    """lambda_gan=0 (issue 18's "what does the GAN add?" row): D learns from NT-Xent alone;
     the generator and the real/fake head are never updated."""
     images = make_corpus(num_identities=8, instances_per_identity=2, seed=3).images
     recipe = SketchGANPlusRecipe(iterations=3, batch_size=8, checkpoint_every=3, sample_every=3,
-                                 latent_dim=4, precision="float32", adversarial=0)
+                                 latent_dim=4, precision="float32", lambda_gan=0.0)
     generator, discriminator = sketch_gan_plus.build_gan(**TINY)
     before = {w.path: w.numpy().copy() for w in generator.weights + discriminator.weights}
     train_gan(generator, discriminator, images, recipe, str(tmp_path), progress=False,
@@ -180,7 +180,8 @@ def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"adversarial": 0, "lambda_con": 0.0}, "contrastive task is all"),
+    ({"lambda_gan": 0.0, "lambda_con": 0.0}, "contrastive task is all"),
+    ({"lambda_gan": -1.0}, "lambda_gan"),
     ({"temperature": 0.0}, "temperature"),
     ({"lambda_con": -1.0}, "lambda_con"),
     ({"stroke_probability": 0.7}, "stroke_probability"),

@@ -293,27 +293,17 @@ def _ablation_section(manifest):
     return lines
 
 
-# (row with the GAN, the same row without it) that MODELS.md compares, by label prefix.
-GAN_PAIRS = (("+ PCA whitening (as the exported encoder)", "the contrastive task alone (no gen"),
-             ("sketch-GAN+ shipped recipe (full length)", "the contrastive task alone, full"))
-
-
 def _gan_contribution(record):
     """Issue 18's question, answered from the recorded rows: each contrastive run with and
     without the GAN (short runs whitened as the exported encoder is; full-length encoders)."""
-    from zoo.evaluation.ablation import COLUMNS
+    from zoo.evaluation.ablation import COLUMNS, GAN_PAIRS
 
+    rows = {row["label"]: row["metrics"] for row in record["rows"]}
     lines = []
-    for with_label, alone_label in GAN_PAIRS:
-        with_gan = next((row for row in record["rows"]
-                         if row["label"].startswith(with_label)), None)
-        alone = next((row for row in record["rows"]
-                      if row["label"].startswith(alone_label)), None)
-        if with_gan is None or alone is None:
+    for with_label, alone_label, length in GAN_PAIRS:
+        if with_label not in rows or alone_label not in rows:
             continue
-        length = ("full length" if "full length" in with_gan["label"]
-                  else f"{record['steps']} steps")
-        with_gan, alone = with_gan["metrics"], alone["metrics"]
+        with_gan, alone = rows[with_label], rows[alone_label]
         columns = [column for column in COLUMNS if column in alone and column in with_gan]
         # +1: better without the GAN, -1: worse, 0: the same (one-shot error: lower is better).
         sign = {column: int(np.sign(alone[column] - with_gan[column]))

@@ -168,17 +168,17 @@ class SketchGANPlusRecipe(Recipe):
     stroke_probability: float = 0.3  # chance of thickening, and again of thinning, strokes
     lambda_con: float = 1.0  # weight of the contrastive (NT-Xent) loss; 0 = plain GAN
     temperature: float = 0.2
-    # False: the contrastive task alone (no generator, no real/fake loss), the "what does the
-    # GAN add?" row of the ablation (issue 18).
-    adversarial: bool = True
+    # Weight of the GAN loss in D's; 0: no generator, no real/fake loss (the contrastive task
+    # alone, the "what does the GAN add?" row of issue 18), as BinGANPlusRecipe.lambda_gan.
+    lambda_gan: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.d_steps != 1:
             raise ValueError("sketch-GAN+ recipes update D and G once a step (d_steps must be 1).")
         object.__setattr__(self, "augment", bool(self.augment))
-        object.__setattr__(self, "adversarial", bool(self.adversarial))
-        for field in ("rotation_degrees", "scale_range", "shift_pixels", "lambda_con"):
+        for field in ("rotation_degrees", "scale_range", "shift_pixels", "lambda_con",
+                      "lambda_gan"):
             if not getattr(self, field) >= 0:
                 raise ValueError(f"SketchGANPlusRecipe.{field} must be >= 0, got "
                                  f"{getattr(self, field)}.")
@@ -186,9 +186,9 @@ class SketchGANPlusRecipe(Recipe):
             raise ValueError("Expected 0 <= stroke_probability <= 0.5 and scale_range < 1.")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not self.adversarial and not self.lambda_con > 0:
+        if not self.lambda_gan > 0 and not self.lambda_con > 0:
             raise ValueError("Without the adversarial game the contrastive task is all there is "
-                             "to learn: set lambda_con > 0 or adversarial=1.")
+                             "to learn: set lambda_con > 0 or lambda_gan > 0.")
         if self.lambda_con > 0 and not self.augment:
             raise ValueError("The contrastive task needs augmentation (two identical views teach "
                              "nothing): set augment=1 or lambda_con=0.")

@@ -59,6 +59,16 @@ class Row:
     steps: int = ABLATION_STEPS  # length of the run; None: the registered recipe's own
 
 
+# The rows issue 18 compares: the contrastive run with the GAN, and the same without it.
+_WITH_GAN_SHORT = Row("+ PCA whitening (as the exported encoder)", "sketch_gan_plus",
+                      "pooled_whitened", "contrastive")
+_ALONE_SHORT = Row("the contrastive task alone (no generator, no real/fake loss), whitened",
+                   "sketch_gan_plus", "pooled_whitened", "contrastive_only", (("lambda_gan", 0),))
+_WITH_GAN_FULL = Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plus", "encoder")
+_ALONE_FULL = Row("the contrastive task alone, full length (the recipe's 2,500 steps)",
+                  "sketch_gan_plus", "encoder", "contrastive_only_full", (("lambda_gan", 0),),
+                  steps=None)
+
 ROWS = (
     Row("sketch-GAN as in the paper (shipped)", "sketch_gan", "flatten"),
     Row("BatchNorm with batch statistics instead of re-estimated ones", "sketch_gan",
@@ -71,18 +81,20 @@ ROWS = (
     Row("+ augmentation of real and generated batches", "sketch_gan_plus", "pooled",
         "augment", (("lambda_con", 0.0),)),
     Row("+ contrastive task in D", "sketch_gan_plus", "pooled", "contrastive"),
-    Row("+ PCA whitening (as the exported encoder)", "sketch_gan_plus", "pooled_whitened",
-        "contrastive"),
-    Row("the contrastive task alone (no generator, no real/fake loss), whitened",
-        "sketch_gan_plus", "pooled_whitened", "contrastive_only", (("adversarial", 0),)),
-    Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plus", "encoder"),
-    Row("the contrastive task alone, full length (the recipe's 2,500 steps)", "sketch_gan_plus",
-        "encoder", "contrastive_only_full", (("adversarial", 0),), steps=None),
+    _WITH_GAN_SHORT,
+    _ALONE_SHORT,
+    _WITH_GAN_FULL,
+    _ALONE_FULL,
     Row("the contrastive task alone, 4x longer (10,000 steps)", "sketch_gan_plus", "encoder",
-        "contrastive_only_10k", (("adversarial", 0),), steps=10_000),
+        "contrastive_only_10k", (("lambda_gan", 0),), steps=10_000),
     Row("the same weights, whitening floor eps 0.001 instead of 0.03", "sketch_gan_plus",
         "pooled_whitened", epsilon=0.001),
 )
+
+# (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
+# add?" sentences.
+GAN_PAIRS = ((_WITH_GAN_SHORT.label, _ALONE_SHORT.label, f"{ABLATION_STEPS} steps"),
+             (_WITH_GAN_FULL.label, _ALONE_FULL.label, "full length"))
 
 
 class _FunctionEncoder:

@@ -4,16 +4,16 @@ Each step:
 
 1. Two random views of the same real batch (`augment`: rotation, scale, shift, stroke width,
    the transformations the encoder should ignore) and one augmented generated batch.
-2. Discriminator loss = GAN loss on view 1 vs the augmented fakes (non-saturating, as in
-   sketch-GAN; the same augmentation on both sides, so D cannot tell real from fake by it)
+2. Discriminator loss = lambda_gan x GAN loss on view 1 vs the augmented fakes (non-saturating,
+   as in sketch-GAN; the same augmentation on both sides, so D cannot tell real from fake by it)
    + lambda_con x NT-Xent between the projections of the two real views (SimCLR, Chen et al.
    2020; in a discriminator as in ContraD, Jeong & Shin 2021).
 3. Generator loss = non-saturating loss on its augmented batch (gradients flow through the
    differentiable augmentation, as in DiffAugment, Zhao et al. 2020).
 
 No labels are used. lambda_con = 0 and augmentation off give the plain GAN ablation rows;
-adversarial = False gives the contrastive task alone (step 2 without the GAN loss, no step 3):
-the same network and read-out, trained without a generator.
+lambda_gan weighs the GAN loss in step 2; lambda_gan = 0 gives the contrastive task alone (step
+2 without the GAN loss, no step 3): the same network and read-out, trained without a generator.
 """
 
 import math
@@ -111,7 +111,7 @@ class ContrastiveGANTrainer(GANTrainer):
 
     def train_step(self, real_images):
         recipe = self.recipe
-        if not recipe.adversarial:
+        if not recipe.lambda_gan > 0:
             return self._contrastive_step(real_images)
         batch_size = tf.shape(real_images)[0]
         generated = self.generator(self.sample_latent(batch_size), training=True)
@@ -126,7 +126,7 @@ class ContrastiveGANTrainer(GANTrainer):
                 con_loss = nt_xent(real_projection, second_projection, recipe.temperature)
             else:
                 con_loss = tf.constant(0.0)
-            total = d_loss + recipe.lambda_con * con_loss
+            total = recipe.lambda_gan * d_loss + recipe.lambda_con * con_loss
         variables = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
 
