@@ -124,3 +124,36 @@ def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(tmp_path, monke
     assert "**The GAN adds nothing here**" not in text
     assert ("better on merchant R@1; worse on one-shot error; the same on Omniglot P@8, "
             "merchant P@8") in text
+
+
+def test_rows_on_another_corpus_share_one_run_across_both_tables(tmp_path):
+    [joint] = [row for row in ablation.ROWS if row.corpus]
+    commands = [ablation.run_ablation(archive, runs_dir=str(tmp_path / archive), rows=[joint],
+                                      progress=lambda _: None)["skipped"][0]["command"]
+                for archive in ("merchant", "omniglot")]
+    assert commands[0] == commands[1]
+    assert f"--out {tmp_path}/merchant_and_omniglot/{joint.run} --corpus merchant_and_omniglot" \
+        in commands[0]
+
+
+def test_test_time_pooling_averages_the_views_embeddings(measured):
+    runs, results = measured
+    encoder = results["flatten"][0]
+    pooled = ablation._pooled_over_views(encoder)
+    images = runs[0].test_images[:3]
+    from zoo.evaluation.invariance import apply_transform
+
+    views = [images] + [apply_transform(t, images, s) for t, s in ablation.TEST_TIME_VIEWS]
+    expected = l2_normalise(sum(encoder.encode(v) for v in views))
+    np.testing.assert_allclose(pooled.encode(images), expected, atol=1e-5)
+    assert not np.allclose(pooled.encode(images), encoder.encode(images), atol=1e-3)
+
+
+def test_whitened_dimension_follows_the_row(measured):
+    import dataclasses
+
+    _, results = measured
+    row = dataclasses.replace(ablation.ROWS[3], dimension=64)
+    training = np.random.default_rng(0).random((300, 64, 64, 1), dtype=np.float32)
+    encoder = ablation.row_encoder(row, "sketch_gan_merchant", None, training)
+    assert encoder.encode(np.zeros((2, 64, 64, 1), np.float32)).shape == (2, 64)

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -109,6 +110,73 @@ def test_augment_is_seeded_bounded_and_differentiable(small_corpus):
     assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0
 
 
+HAND_AND_SCAN = {"elastic_pixels": 2.0, "shear": 0.1, "break_fraction": 0.1,
+                 "blur_probability": 1.0, "ink_noise": 0.2}
+
+
+def test_hand_and_scan_augment_is_the_identity_when_off(small_corpus):
+    images = tf.constant(small_corpus.images[:4])
+    out = training.hand_and_scan_augment(images, tf.constant([1, 2], tf.int64))
+    np.testing.assert_array_equal(out.numpy(), images.numpy())
+
+
+@pytest.mark.parametrize("field", sorted(HAND_AND_SCAN))
+def test_each_hand_and_scan_change_is_seeded_bounded_and_differentiable(small_corpus, field):
+    images = tf.constant(small_corpus.images[:6])
+    seed, other = tf.constant([5, 6], tf.int64), tf.constant([5, 7], tf.int64)
+    change = {field: HAND_AND_SCAN[field]}
+    first = training.hand_and_scan_augment(images, seed, **change).numpy()
+    np.testing.assert_array_equal(
+        first, training.hand_and_scan_augment(images, seed, **change).numpy())
+    assert not np.allclose(first, images.numpy(), atol=1e-3)
+    if field != "blur_probability":  # blurring every view (probability 1) draws nothing
+        assert not np.allclose(first, training.hand_and_scan_augment(images, other, **change))
+    assert first.min() >= 0 and first.max() <= 1
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        total = tf.reduce_sum(training.hand_and_scan_augment(images, seed, **change) ** 2)
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(total, images)))) > 0
+
+
+def test_hand_and_scan_changes_do_what_they_say(small_corpus):
+    images = small_corpus.images[:8]
+    seed = tf.constant([3, 9], tf.int64)
+
+    def apply(source=images, **change):
+        return training.hand_and_scan_augment(tf.constant(source), seed, **change).numpy()
+
+    # Broken strokes take away that share of the sheet (on a sheet of ink: of the ink).
+    ones = np.ones_like(images)
+    assert apply(ones, break_fraction=0.1).mean() == pytest.approx(0.9, abs=0.01)
+    broken = apply(break_fraction=0.1)
+    assert np.all(broken <= images + 1e-6) and broken.sum() < 0.95 * images.sum()
+    # Grain and blots only add ink; blur keeps the ink's total and spreads it.
+    noisy = apply(ink_noise=0.2)
+    assert np.all(noisy >= images - 1e-6) and noisy.sum() > images.sum()
+    blurred = apply(blur_probability=1.0)
+    assert abs(blurred.sum() / images.sum() - 1) < 0.03
+    assert (blurred > 0.05).sum() > (images > 0.05).sum()
+    # An elastic field of 2 px moves ink but keeps it in place within a few pixels.
+    bent = apply(elastic_pixels=2.0)
+    assert abs(bent.sum() / images.sum() - 1) < 0.05
+    near_ink = tf.nn.max_pool2d(tf.constant(images), 7, 1, "SAME").numpy() > 0.5
+    assert ((bent > 0.5) & ~near_ink).sum() < 0.01 * (bent > 0.5).sum()
+
+
+def test_training_draws_hand_and_scan_views_when_a_field_is_set():
+    images = make_corpus(num_identities=4, instances_per_identity=2, seed=3).images
+    nets = sketch_gan_plus.build_gan(**TINY)
+    base = SketchGANPlusRecipe(latent_dim=4, precision="float32", lambda_gan=0.0)
+    plain = training.ContrastiveGANTrainer(*nets, base)
+    scanned = training.ContrastiveGANTrainer(*nets, base.replace(break_fraction=0.2))
+    assert not base.hand_and_scan and scanned.recipe.hand_and_scan
+    for trainer in (plain, scanned):
+        trainer.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+    # Same step, same stream: the affine views agree; the break mask takes ink away.
+    view, broken = plain._augment(images, 1).numpy(), scanned._augment(images, 1).numpy()
+    assert np.all(broken <= view + 1e-6) and broken.sum() < 0.9 * view.sum()
+
+
 def test_nt_xent_on_hand_computed_cases():
     # Orthogonal items, identical views: the positive has logit 1/t, every negative 0.
     views = np.eye(3, dtype=np.float32)
@@ -188,6 +256,8 @@ def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
     ({"d_steps": 2}, "d_steps"),
     ({"augment": 0}, "needs augmentation"),
     ({"bogus": 1}, "Unknown recipe keys"),
+    ({"elastic_pixels": -1.0}, "elastic_pixels"),
+    ({"break_fraction": 1.0}, "break_fraction < 1"),
 ])
 def test_recipe_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):

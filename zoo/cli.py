@@ -22,7 +22,8 @@ def cmd_train(args):
     from zoo.training.run import train_model
 
     path = train_model(args.name, out_dir=args.out, data_dir=args.data_dir,
-                       recipe_changes=parse_recipe_changes(args.set), resume=not args.restart)
+                       recipe_changes=parse_recipe_changes(args.set), resume=not args.restart,
+                       corpus=args.corpus)
     print(f"weights: {path}")
 
 
@@ -436,6 +437,8 @@ def build_parser():
     sub.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a recipe field, e.g. --set iterations=200")
     sub.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    sub.add_argument("--corpus", help="train on this named corpus instead of the entry's own "
+                                      "(for comparisons; such a run is not publishable)")
     sub.set_defaults(run=cmd_train)
 
     sub = commands.add_parser("publish", help="copy a finished run's weights into the package")

@@ -171,9 +171,29 @@ class SketchGANPlusRecipe(Recipe):
     # Weight of the GAN loss in D's; 0: no generator, no real/fake loss (the contrastive task
     # alone, the "what does the GAN add?" row of issue 18), as BinGANPlusRecipe.lambda_gan.
     lambda_gan: float = 1.0
+    # How two hands and two scans differ, beyond the affine and stroke-width changes above
+    # (zoo.training.sketch_gan_plus.hand_and_scan_augment; issue 18). Each is off at 0.
+    elastic_pixels: float = 0.0  # smooth displacement of up to this many pixels
+    shear: float = 0.0  # shear and log aspect ratio drawn from [-shear, shear]
+    break_fraction: float = 0.0  # share of the ink taken away in small gaps
+    blur_probability: float = 0.0  # share of the views blurred (sigma 1 px)
+    ink_noise: float = 0.0  # paper grain up to this intensity, and ink blots
+
+    HAND_AND_SCAN = ("elastic_pixels", "shear", "break_fraction", "blur_probability", "ink_noise")
+
+    @property
+    def hand_and_scan(self):
+        """Whether any of the hand-and-scan augmentations is on."""
+        return self.augment and any(getattr(self, field) > 0 for field in self.HAND_AND_SCAN)
 
     def __post_init__(self):
         super().__post_init__()
+        for field in self.HAND_AND_SCAN:
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"SketchGANPlusRecipe.{field} must be >= 0, got "
+                                 f"{getattr(self, field)}.")
+        if not self.break_fraction < 1 or not self.blur_probability <= 1 or not self.shear < 1:
+            raise ValueError("Expected break_fraction < 1, blur_probability <= 1 and shear < 1.")
         if self.d_steps != 1:
             raise ValueError("sketch-GAN+ recipes update D and G once a step (d_steps must be 1).")
         object.__setattr__(self, "augment", bool(self.augment))

@@ -33,6 +33,9 @@ def describe(spec):
         return f"CIFAR-10 {spec['split']} split (python archive at a user-given path)"
     if spec["kind"] == "fashion_mnist":
         return f"Fashion-MNIST {spec['split']} split (28x28 padded to 32x32)"
+    if spec["kind"] == "union":
+        return " and ".join(describe(part) + (f" (x{repeats})" if repeats > 1 else "")
+                            for part, repeats in spec["parts"])
     raise ValueError(f"Unknown corpus kind {spec['kind']!r}.")
 
 
@@ -40,6 +43,8 @@ def load_corpus(spec, data_dir=None):
     """Materialise a corpus spec. `data_dir` overrides where Omniglot's zips or a folder live."""
     kind = spec.get("kind")
     options = {k: v for k, v in spec.items() if k != "kind"}
+    if kind == "union":
+        return _union(options["parts"], data_dir)
     if kind == "merchant_marks":
         from zoo.data.merchant_marks import make_corpus
 
@@ -70,4 +75,24 @@ def load_corpus(spec, data_dir=None):
         images, labels = load_cifar10(data_dir, split=options.get("split", "train"))
         return LabelledImages(images, labels)
     raise ValueError(f"Unknown corpus kind {kind!r}; expected merchant_marks, omniglot, folder, "
-                     f"fashion_mnist or cifar10.")
+                     f"fashion_mnist, cifar10 or union.")
+
+
+def _union(parts, data_dir):
+    """Corpora together, [(spec, repeats), ...]: each part's images `repeats` times (to balance
+    a small archive against a large one); labels kept apart (part k's labels offset past part
+    k - 1's), parts dropped (only merchant marks have them)."""
+    images, labels, offset = [], [], 0
+    for spec, repeats in parts:
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"Expected a positive whole number of repeats for corpus "
+                             f"{describe(spec)!r}, got {repeats!r}.")
+        part = load_corpus(spec, data_dir)
+        _, ids = np.unique(part.labels, return_inverse=True)
+        images += [part.images] * repeats
+        labels += [ids.astype(np.int64) + offset] * repeats
+        offset += int(ids.max()) + 1 if len(ids) else 0
+    sizes = {image.shape[1:] for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"A union's corpora must share one image size; got {sorted(sizes)}.")
+    return LabelledImages(np.concatenate(images), np.concatenate(labels))

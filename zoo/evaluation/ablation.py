@@ -10,7 +10,7 @@ labels) and measured four ways in the same run:
 
 So each row shows the in-domain number and the transfer to the other archive side by side.
 
-Rows, in order, each adding one change to the row before it:
+Rows, in order, each adding one change to the row before it unless it says otherwise:
 
 1. the faithful sketch-GAN, as shipped (flattened last block, 1024-d);
 2. its BatchNorm in batch-statistics mode instead of the re-estimated population statistics;
@@ -22,15 +22,21 @@ Rows, in order, each adding one change to the row before it:
 8. the same, whitened as `calibrate` whitens the exported encoder;
 9. the contrastive task alone, whitened: row 8 without the generator and the real/fake loss
    (issue 18: what does the GAN add?);
-10. the shipped sketch-GAN+ entry (full recipe, full length);
-11. the contrastive task alone at that full length (the exported encoder: whitening calibrated
+10-16. row 9 with one change each (issue 18): the five hand-and-scan augmentations
+   (`HAND_AND_SCAN`) one at a time, all five together, a batch of 256 instead of 64;
+17. the shipped sketch-GAN+ entry (full recipe, full length);
+18. the contrastive task alone at that full length (the exported encoder: whitening calibrated
     at the end of the run);
-12. the same, four times longer (issue 18: longer schedules);
-13. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
+19. the same on both archives together (one model for both, `merchant_and_omniglot`; the same
+    run in both tables);
+20. row 18 four times longer (issue 18: longer schedules);
+21-23. row 20's weights read out differently: whitened to 128 or 512 dimensions, and test-time
+    pooling over four shifted and scaled views;
+24. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
 
-Rows 5-9 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed, rows
-11-12 full-length and longer ones; `zoo evaluate ablation --train` trains any that runs/ablation/ does not hold
-yet (seed 0).
+Rows 5-16 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed, rows
+18-20 full-length and longer ones; `zoo evaluate ablation --train` trains any that
+runs/ablation/ does not hold yet (seed 0).
 """
 
 import dataclasses
@@ -57,6 +63,11 @@ class Row:
     changes: tuple = ()  # recipe fields changed for the run, as (key, value) pairs
     epsilon: float = None  # whitening floor (None: sketch_gan_plus.WHITENING_EPSILON)
     steps: int = ABLATION_STEPS  # length of the run; None: the registered recipe's own
+    dimension: int = 256  # whitened dimensions ("pooled_whitened")
+    test_time_views: bool = False  # average the embeddings of TEST_TIME_VIEWS of each image
+    # Trained on this named corpus rather than the table's archive: one run, in
+    # runs/ablation/<corpus>/<run>, measured in both tables (as sketch_gan_plus_merchant).
+    corpus: str = None
 
 
 # The rows issue 18 compares: the contrastive run with the GAN, and the same without it.
@@ -68,6 +79,26 @@ _WITH_GAN_FULL = Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plu
 _ALONE_FULL = Row("the contrastive task alone, full length (the recipe's 2,500 steps)",
                   "sketch_gan_plus", "encoder", "contrastive_only_full", (("lambda_gan", 0),),
                   steps=None)
+
+# Issue 18: one change each to the contrastive task alone at the short length (_ALONE_SHORT),
+# so each is read against that row: how two hands and two scans differ, then a larger batch.
+HAND_AND_SCAN = (
+    ("elastic_pixels", 2.0, "elastic deformation (up to 2 px)"),
+    ("shear", 0.1, "shear and aspect change (up to 0.1)"),
+    ("break_fraction", 0.1, "broken strokes (a tenth of the ink taken away)"),
+    ("blur_probability", 0.3, "blur (sigma 1 px, 30% of views)"),
+    ("ink_noise", 0.1, "paper grain and ink blots"),
+)
+_ALL_HAND_AND_SCAN = tuple((field, value) for field, value, _ in HAND_AND_SCAN)
+_SHORT_CHANGES = (
+    *((f"+ {label}", field.split("_")[0], ((field, value),)) for field, value, label in HAND_AND_SCAN),
+    ("+ all five hand-and-scan augmentations", "hand_and_scan", _ALL_HAND_AND_SCAN),
+    ("+ batch 256 instead of 64", "batch256", (("batch_size", 256),)),
+)
+_ISSUE_18_SHORT = tuple(
+    Row(f"the contrastive task alone, {ABLATION_STEPS} steps, {label}", "sketch_gan_plus",
+        "pooled_whitened", f"contrastive_only_{run}", (("lambda_gan", 0), *changes))
+    for label, run, changes in _SHORT_CHANGES)
 
 ROWS = (
     Row("sketch-GAN as in the paper (shipped)", "sketch_gan", "flatten"),
@@ -83,11 +114,21 @@ ROWS = (
     Row("+ contrastive task in D", "sketch_gan_plus", "pooled", "contrastive"),
     _WITH_GAN_SHORT,
     _ALONE_SHORT,
+    *_ISSUE_18_SHORT,
     _WITH_GAN_FULL,
     _ALONE_FULL,
+    Row("one model for both archives: the contrastive task alone, full length, on merchant "
+        "marks (x2) and Omniglot together", "sketch_gan_plus", "encoder", "contrastive_only_full",
+        (("lambda_gan", 0),), steps=None, corpus="merchant_and_omniglot"),
     Row("the contrastive task alone, 4x longer (10,000 steps)", "sketch_gan_plus", "encoder",
         "contrastive_only_10k", (("lambda_gan", 0),), steps=10_000),
-    Row("the same weights, whitening floor eps 0.001 instead of 0.03", "sketch_gan_plus",
+    *(Row(f"the same weights (10,000 steps), whitened to {dimension} dimensions instead of 256",
+          "sketch_gan_plus", "pooled_whitened", "contrastive_only_10k", (("lambda_gan", 0),),
+          steps=10_000, dimension=dimension) for dimension in (128, 512)),
+    Row("the same weights (10,000 steps), + test-time pooling over 4 shifted and scaled views "
+        "(5 encodings an image)", "sketch_gan_plus", "encoder", "contrastive_only_10k",
+        (("lambda_gan", 0),), steps=10_000, test_time_views=True),
+    Row("the shipped weights, whitening floor eps 0.001 instead of 0.03", "sketch_gan_plus",
         "pooled_whitened", epsilon=0.001),
 )
 
@@ -95,6 +136,11 @@ ROWS = (
 # add?" sentences.
 GAN_PAIRS = ((_WITH_GAN_SHORT.label, _ALONE_SHORT.label, f"{ABLATION_STEPS} steps"),
              (_WITH_GAN_FULL.label, _ALONE_FULL.label, "full length"))
+
+
+# Test-time pooling: the image and small shifts and scales of it (the transforms of the
+# invariance protocol), their embeddings averaged and renormalised. Five encodings an image.
+TEST_TIME_VIEWS = (("scale", 0.92), ("scale", 1.08), ("shift", (2, 2)), ("shift", (-2, -2)))
 
 
 class _FunctionEncoder:
@@ -119,8 +165,27 @@ def pooled_readout(discriminator):
                        keras.layers.Concatenate()([pooled_unit_readout(b) for b in blocks]))
 
 
+def _pooled_over_views(encoder):
+    """The encoder with test-time pooling: embeddings of the image and of TEST_TIME_VIEWS of it
+    averaged, then renormalised."""
+    from zoo.evaluation.invariance import apply_transform
+
+    def encode(images):
+        total = encoder.encode(images)
+        for transform, setting in TEST_TIME_VIEWS:
+            total = total + encoder.encode(apply_transform(transform, images, setting))
+        return l2_normalise(total)
+
+    return _FunctionEncoder(encode)
+
+
 def row_encoder(row, name, weights_path, training_images):
     """An object with .encode(images) -> unit vectors for one ablation row."""
+    encoder = _row_encoder(row, name, weights_path, training_images)
+    return _pooled_over_views(encoder) if row.test_time_views else encoder
+
+
+def _row_encoder(row, name, weights_path, training_images):
     from zoo import load
     from zoo.loading import load_gan
     from zoo.models.sketch_gan_plus import whitening_transform
@@ -142,7 +207,7 @@ def row_encoder(row, name, weights_path, training_images):
         return _FunctionEncoder(lambda x: l2_normalise(_batched(model, x)))
     # The same PCA whitening (and epsilon floor) as sketch_gan_plus.calibrate, refitted here so
     # that short runs made before a change of the floor are measured as shipped encoders are.
-    mean, projection = whitening_transform(_batched(model, training_images), 256,
+    mean, projection = whitening_transform(_batched(model, training_images), row.dimension,
                                            *([row.epsilon] if row.epsilon is not None else []))
     return _FunctionEncoder(lambda x: l2_normalise((_batched(model, x) - mean) @ projection))
 
@@ -165,9 +230,18 @@ def _length(row):
     return {"iterations": row.steps, "checkpoint_every": 200} if row.steps else {}
 
 
-def train_command(name, row, runs_dir):
+def run_of(row, trained_on, runs_dir):
+    """(registry entry, run folder) of a trained row."""
+    if row.corpus:
+        return f"{row.family}_merchant", os.path.join(os.path.dirname(runs_dir), row.corpus,
+                                                      row.run)
+    return f"{row.family}_{trained_on}", os.path.join(runs_dir, row.run)
+
+
+def train_command(name, row, run_dir):
     sets = [f"--set {key}={value}" for key, value in {**_length(row), **dict(row.changes)}.items()]
-    return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
+    corpus = f"--corpus {row.corpus} " if row.corpus else ""
+    return f"zoo train {name} --out {run_dir} {corpus}" + " ".join(sets)
 
 
 def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROWS,
@@ -189,15 +263,15 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
     result = {"trained_on": trained_on, "steps": ABLATION_STEPS, "rows": [], "skipped": []}
     measurable = []
     for row in rows:
-        name = f"{row.family}_{trained_on}"
+        name, run_dir = run_of(row, trained_on, runs_dir)
         weights_path, command = None, f"zoo train {name} (shipped weights)"
         if row.run:
-            command = train_command(name, row, runs_dir)
-            weights_path = os.path.join(runs_dir, row.run, f"{name}.weights.h5")
+            command = train_command(name, row, run_dir)
+            weights_path = os.path.join(run_dir, f"{name}.weights.h5")
             if not os.path.exists(weights_path) and train:
                 progress(f"training {row.run}: {command}")
-                train_model(name, os.path.join(runs_dir, row.run), data_dir,
-                            {**_length(row), **dict(row.changes)})
+                train_model(name, run_dir, data_dir, {**_length(row), **dict(row.changes)},
+                            corpus=row.corpus)
             if not os.path.exists(weights_path):
                 result["skipped"].append({"label": row.label, "command": command})
                 continue

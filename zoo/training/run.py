@@ -34,8 +34,10 @@ def float32_networks(family, architecture, trained, images):
 
 
 def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=True,
-                progress=True):
-    """Train registry entry `name` to completion in `out_dir` (default runs/<name>).
+                progress=True, corpus=None):
+    """Train registry entry `name` to completion in `out_dir` (default runs/<name>), on its
+    own corpus or on `corpus` (a name in CORPORA; such a run is for comparisons and cannot be
+    published as the entry).
 
     Resumes from out_dir/checkpoint.npz when present. Writes out_dir/<name>.weights.h5 (G and
     D, BatchNorm re-estimated on the training corpus) and out_dir/summary.json. Returns the
@@ -45,7 +47,8 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     recipe = entry.recipe.replace(**(recipe_changes or {}))
     out_dir = out_dir or os.path.join("runs", name)
     os.makedirs(out_dir, exist_ok=True)
-    images = load_corpus(get_corpus(entry.corpus), data_dir).images
+    corpus = corpus or entry.corpus
+    images = load_corpus(get_corpus(corpus), data_dir).images
     family = get_family(entry.family)
     keras.utils.set_random_seed(recipe.seed)  # initial weights follow from the recipe's seed
     with policy_scope(recipe.precision):
@@ -59,7 +62,7 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
     sha256 = save_gan_weights(weights_path, generator, discriminator,
                               attributes={"model": name, "family": entry.family})
     summary = {
-        "model": name, "recipe": recipe.to_dict(), "corpus": entry.corpus, "sha256": sha256,
+        "model": name, "recipe": recipe.to_dict(), "corpus": corpus, "sha256": sha256,
         "train_seconds": train_seconds,
         "machine": machine_description(),
     }
@@ -77,10 +80,15 @@ def publish(name, run_dir, command=None):
                          f"finish it with `zoo train {name} --out {run_dir}` first.")
     with open(summary_path) as handle:
         summary = json.load(handle)
-    if summary["recipe"] != entry.recipe.to_dict():
+    # Read through the recipe class, so a run made before a field was added (at its default)
+    # still matches.
+    if type(entry.recipe).from_dict(summary["recipe"]) != entry.recipe:
         raise ValueError(f"Run {run_dir!r} used recipe {summary['recipe']}, but {name} is "
                          f"registered with {entry.recipe.to_dict()}; only the registered recipe "
                          f"is published.")
+    if summary.get("corpus", entry.corpus) != entry.corpus:
+        raise ValueError(f"Run {run_dir!r} was trained on {summary['corpus']!r}, but {name} is "
+                         f"registered on {entry.corpus!r}; only its own corpus is published.")
     os.makedirs(PACKAGE_WEIGHTS_DIR, exist_ok=True)
     temporary = entry.weights_file + ".tmp"
     shutil.copyfile(os.path.join(run_dir, f"{name}.weights.h5"), temporary)

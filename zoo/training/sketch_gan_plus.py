@@ -19,6 +19,7 @@ lambda_gan weighs the GAN loss in step 2; lambda_gan = 0 gives the contrastive t
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo.training.gan import GANTrainer, _bce_with_logits, compile_with_adam
@@ -61,6 +62,94 @@ def augment(images, seed, rotation_degrees=10.0, scale_range=0.15, shift_pixels=
     return tf.cast(tf.clip_by_value(out, 0.0, 1.0), dtype)
 
 
+def _bilinear_sample(images, x, y):
+    """images [N, H, W, 1] sampled at pixel coordinates x, y [N, H, W] (bilinear, 0 outside).
+    Differentiable in images."""
+    shape = tf.shape(images)
+    count, height, width = shape[0], shape[1], shape[2]
+    flat = tf.reshape(images, [count, height * width])
+    x0, y0 = tf.floor(x), tf.floor(y)
+    result = tf.zeros_like(x)
+    for dx, dy in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+        xi, yi = x0 + dx, y0 + dy
+        weight = (1.0 - tf.abs(x - xi)) * (1.0 - tf.abs(y - yi))
+        inside = ((xi >= 0) & (xi <= tf.cast(width - 1, tf.float32))
+                  & (yi >= 0) & (yi <= tf.cast(height - 1, tf.float32)))
+        index = (tf.clip_by_value(tf.cast(yi, tf.int32), 0, height - 1) * width
+                 + tf.clip_by_value(tf.cast(xi, tf.int32), 0, width - 1))
+        values = tf.gather(flat, tf.reshape(index, [count, -1]), batch_dims=1)
+        result += tf.where(inside, weight, 0.0) * tf.reshape(values, tf.shape(x))
+    return result[..., None]
+
+
+def _smooth_field(seed, count, size, grid, shape=()):
+    """Uniform noise in [-1, 1] on a coarse grid x grid, bilinearly upsampled to size x size:
+    [count, size, size, *shape] varying smoothly over about size / grid pixels."""
+    channels = int(np.prod(shape)) if shape else 1
+    coarse = tf.random.stateless_uniform([count, grid, grid, channels], seed, -1.0, 1.0)
+    fine = tf.image.resize(coarse, [size, size], method="bilinear")
+    return tf.reshape(fine, [count, size, size, *shape]) if shape else fine
+
+
+def _highest(field, fraction):
+    """1 where field [N, H, W, 1] is among each image's highest `fraction` of pixels, else 0."""
+    flat = tf.reshape(field, [tf.shape(field)[0], -1])
+    pixels = int(np.prod(field.shape[1:])) if field.shape[1:].is_fully_defined() else 4096
+    threshold = tf.math.top_k(flat, max(1, int(round(fraction * pixels)))).values[:, -1]
+    return tf.cast(field >= threshold[:, None, None, None], tf.float32)
+
+
+def hand_and_scan_augment(images, seed, elastic_pixels=0.0, shear=0.0, break_fraction=0.0,
+                          blur_probability=0.0, ink_noise=0.0):
+    """How two drawings of one mark differ between two hands and two scans, beyond `augment`'s
+    rotation, scale, shift and stroke width. Each is off at 0:
+
+    - `elastic_pixels`: a smooth random displacement field (up to that many pixels), the pen's
+      waver and the sheet's bend;
+    - `shear`: shear and aspect-ratio change, each drawn from [-shear, shear];
+    - `break_fraction`: that fraction of the ink, in blobs of a few pixels, taken away (broken
+      and faded strokes);
+    - `blur_probability`: that share of the images blurred (Gaussian, sigma 1 px: a soft scan);
+    - `ink_noise`: paper grain of up to that intensity on the ground, and ink blots.
+
+    `seed` is a stateless seed [2] int; images [N, H, W, 1] in [0, 1]. Differentiable in images.
+    """
+    images = tf.convert_to_tensor(images)
+    dtype = images.dtype
+    out = tf.cast(images, tf.float32)
+    count, size = tf.shape(out)[0], tf.shape(out)[1]
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    if elastic_pixels > 0 or shear > 0:
+        coordinates = tf.cast(tf.range(size), tf.float32)
+        centre = (tf.cast(size, tf.float32) - 1.0) / 2.0
+        px = tf.broadcast_to(coordinates[None, None, :], [count, size, size]) - centre
+        py = tf.broadcast_to(coordinates[None, :, None], [count, size, size]) - centre
+        skew = tf.random.stateless_uniform([count, 2], seeds[0], -shear, shear)
+        aspect = tf.exp(skew[:, 1])[:, None, None]
+        x = (px + skew[:, 0, None, None] * py) * aspect + centre
+        y = py / aspect + centre
+        if elastic_pixels > 0:
+            field = _smooth_field(seeds[1], count, size, 4, (2,)) * elastic_pixels
+            x, y = x + field[..., 0], y + field[..., 1]
+        out = _bilinear_sample(out, x, y)
+    if break_fraction > 0:
+        # Gaps: the pixels where a fine noise field is lowest, `break_fraction` of them.
+        out = out * (1.0 - _highest(-_smooth_field(seeds[2], count, size, 16), break_fraction))
+    if blur_probability > 0:
+        taps = tf.exp(-0.5 * tf.square(tf.range(-2.0, 3.0)))
+        kernel = taps[:, None] * taps[None, :]
+        kernel = tf.reshape(kernel / tf.reduce_sum(kernel), [5, 5, 1, 1])
+        blurred = tf.nn.conv2d(out, kernel, 1, "SAME")
+        chosen = tf.random.stateless_uniform([count, 1, 1, 1], seeds[3]) < blur_probability
+        out = tf.where(chosen, blurred, out)
+    if ink_noise > 0:
+        grain = tf.abs(tf.random.stateless_normal(tf.shape(out), seeds[4])) * (
+            tf.random.stateless_uniform([count, 1, 1, 1], seeds[5], 0.0, ink_noise))
+        blots = _highest(_smooth_field(seeds[6], count, size, 16), 0.02 * ink_noise)
+        out = tf.maximum(out, tf.maximum(tf.minimum(grain, 0.3), blots))
+    return tf.cast(tf.clip_by_value(out, 0.0, 1.0), dtype)
+
+
 def nt_xent(first, second, temperature):
     """SimCLR's normalized temperature-scaled cross-entropy over 2N views (first[i] and
     second[i] are the positives; every other view in the batch is a negative)."""
@@ -91,8 +180,14 @@ class ContrastiveGANTrainer(GANTrainer):
         # The optimizer's step count is checkpointed, so a resumed run draws the same views.
         seed = tf.stack([tf.cast(self.recipe.seed, tf.int64) * 7919 + stream,
                          tf.cast(self.d_optimizer.iterations, tf.int64)])
-        return augment(images, seed, self.recipe.rotation_degrees, self.recipe.scale_range,
-                       self.recipe.shift_pixels, self.recipe.stroke_probability)
+        recipe = self.recipe
+        images = augment(images, seed, recipe.rotation_degrees, recipe.scale_range,
+                         recipe.shift_pixels, recipe.stroke_probability)
+        if not recipe.hand_and_scan:
+            return images
+        return hand_and_scan_augment(images, tf.random.experimental.stateless_fold_in(seed, 1), recipe.elastic_pixels,
+                                     recipe.shear, recipe.break_fraction,
+                                     recipe.blur_probability, recipe.ink_noise)
 
     def _contrastive_step(self, real_images):
         """D (encoder and projection head) trained on NT-Xent alone; the generator idles."""
