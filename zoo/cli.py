@@ -96,6 +96,21 @@ def cmd_evaluate_hashing(args):
     print(f"precision@k curves: {results['figure']}")
 
 
+def cmd_evaluate_curve(args):
+    from zoo.evaluation.learning_curve import run_curve, save_curves
+
+    runs = {}
+    for item in args.runs:
+        name, separator, run_dir = item.partition("=")
+        if not separator or not name or not run_dir:
+            raise ValueError(f"Expected NAME=RUN_DIR (a registered model and its run folder), "
+                             f"got {item!r}.")
+        runs[f"{name} ({os.path.basename(os.path.normpath(run_dir))})"] = (name, run_dir)
+    curves = run_curve(runs, data_dir=args.data_dir, corpus=args.corpus)
+    for path in save_curves(curves, args.out, args.title):
+        print(f"wrote {path}")
+
+
 def cmd_evaluate_ablation(args):
     from zoo.evaluation.ablation import format_table, record, run_ablation
 
@@ -528,6 +543,17 @@ def build_parser():
     kind.add_argument("--record", action="store_true",
                       help="store the numbers in the weights manifest (for MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_hashing)
+
+    kind = kinds.add_parser("curve", help="learning curves: one-shot error, Omniglot and merchant "
+                                          "P@8, merchant R@1 at every snapshot of training runs")
+    kind.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR",
+                      help="a registered model and the folder `zoo train NAME --out` wrote")
+    kind.add_argument("--out", required=True, help="OUT.png and OUT.csv are written")
+    kind.add_argument("--title", default="")
+    kind.add_argument("--corpus", help="calibrate on this named corpus (runs made with "
+                                       "`zoo train --corpus`); default: each entry's own")
+    kind.add_argument("--data-dir", help="folder holding the Omniglot zips")
+    kind.set_defaults(run=cmd_evaluate_curve)
 
     kind = kinds.add_parser("ablation", help="the sketch-GAN+ ablation: one-shot error, Omniglot "
                                              "and merchant P@8, one row per change")

@@ -84,6 +84,27 @@ class StopOnNaN(keras.callbacks.Callback):
                                      f"checkpoint is kept. Try the stable recipe.")
 
 
+class Snapshots(keras.callbacks.Callback):
+    """Keeps the discriminator's weights every `every` steps as
+    `directory/step_NNNNNN.weights.h5`, for learning curves of the encoder's quality
+    (`zoo evaluate curve`). Written to a temporary file and renamed."""
+
+    def __init__(self, directory, every, initial_step=0):
+        super().__init__()
+        self.directory = directory
+        self.every = every
+        self.step = initial_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, f"step_{self.step:06d}.weights.h5")
+            temporary = path[:-len(".weights.h5")] + ".tmp.weights.h5"
+            self.model.discriminator.save_weights(temporary)
+            os.replace(temporary, path)
+
+
 class SampleGrid(keras.callbacks.Callback):
     """Writes a PNG grid of generated samples from fixed latent vectors every `every` steps."""
 

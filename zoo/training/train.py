@@ -9,7 +9,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from zoo.training.callbacks import Checkpoint, ProgressBar, SampleGrid, StepLogger, StopOnNaN
+from zoo.training.callbacks import (Checkpoint, ProgressBar, SampleGrid, Snapshots, StepLogger,
+                                    StopOnNaN)
 from zoo.training.checkpoint import load_checkpoint
 from zoo.training.gan import TRAINING as GAN_TRAINING
 
@@ -51,7 +52,8 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
     """Train to `recipe.iterations` generator updates, resuming from `out_dir` if possible.
 
     Writes to `out_dir`: checkpoint.npz (every recipe.checkpoint_every steps), log.csv,
-    samples/step_*.png (every recipe.sample_every steps). Returns the trainer and the
+    samples/step_*.png and snapshots/step_*.weights.h5 (the discriminator's weights, for
+    learning curves; every recipe.sample_every steps). Returns the trainer and the
     total training wall time in seconds over all sessions of the run. The networks are
     trained in the precision they were built with (see `zoo.precision.policy_scope`).
 
@@ -83,7 +85,9 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
         checkpoint = Checkpoint(out_dir, steps_per_epoch, extra.get("train_seconds", 0.0))
         callbacks = [StopOnNaN(), *extra_callbacks, checkpoint,
                      StepLogger(os.path.join(out_dir, "log.csv"), steps_per_epoch),
-                     SampleGrid(os.path.join(out_dir, "samples"), recipe.sample_every, first_step)]
+                     SampleGrid(os.path.join(out_dir, "samples"), recipe.sample_every, first_step),
+                     Snapshots(os.path.join(out_dir, "snapshots"), recipe.sample_every,
+                               first_step)]
         if progress:
             callbacks.append(ProgressBar(recipe.iterations, first_step))
         trainer.fit(dataset, epochs=recipe.iterations // steps_per_epoch,
