@@ -18,8 +18,8 @@ Writes (atomically) <report>.csv, <report>.json and <report>.png; the run itself
 checkpoint, log.csv, samples) lives in --out. `--set name=value` changes one recipe field, so
 an ablation row of the port (e.g. `--set center_high=true`) is one command; `--undo FIX` trains
 without one of issue 14's three port fixes (adam, dropout, generator_init) to measure it. `--record` keeps
-the curve, as it grows, in zoo/weights/manifest.json (MODELS.md shows it); `--record-report
-REPORT.json` records an existing report without training.
+the curve, as it grows, as a "bingan_curve" result (reports/results/; MODELS.md shows it);
+`--record-report REPORT.json` records an existing report without training.
 """
 
 import argparse
@@ -132,13 +132,13 @@ def save_plot(path, rows, baselines, title):
     save_png(figure, path)
 
 
-def record_in_manifest(summary, report, note):
-    """Store a curve summary under manifest["bingan_curves"][report file name]."""
-    from zoo.registry import read_manifest, write_manifest
+def record_curve(summary, report, note):
+    """Record a curve summary as the "bingan_curve" result named by its report's file name
+    (zoo.evaluation.results; MODELS.md); return the file it went to."""
+    from zoo.evaluation import results
 
-    key = os.path.basename(report)
-    manifest = read_manifest()
-    manifest.setdefault("bingan_curves", {})[key] = {
+    return results.record("bingan_curve", {
+        "curve": os.path.basename(report),
         "command": summary["command"], "machine": summary["machine"], "note": note,
         "baselines": summary["baselines"], "figure": report + ".png",
         "model": summary.get("model"), "changes": summary.get("changes", {}),
@@ -146,8 +146,7 @@ def record_in_manifest(summary, report, note):
         "rows": [{k: row[k] for k in ("step", "epoch", "map_calibrated", "map_sign", "dmr_target",
                                       "d_real", "d_fake", "bit_correlation", "con", "map_16",
                                       "map_32", "map_64") if k in row}
-                 for row in summary["rows"]]}
-    write_manifest(manifest)
+                 for row in summary["rows"]]})
 
 
 def save_comparison(path, reports):
@@ -196,9 +195,9 @@ def main(argv=None):
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--data-dir")
     parser.add_argument("--record", action="store_true",
-                        help="keep the curve in zoo/weights/manifest.json (MODELS.md)")
+                        help="keep the curve as a result (reports/results/; MODELS.md)")
     parser.add_argument("--record-report", metavar="REPORT.json",
-                        help="record an existing report in the manifest and exit")
+                        help="record an existing report as a result and exit")
     parser.add_argument("--note", default="the port as of this commit",
                         help="what the recorded run was (shown in MODELS.md)")
     parser.add_argument("--compare", nargs="+", metavar="REPORT.json",
@@ -211,7 +210,7 @@ def main(argv=None):
         return
     if args.record_report:
         with open(args.record_report) as handle:
-            record_in_manifest(json.load(handle), args.record_report[:-len(".json")], args.note)
+            record_curve(json.load(handle), args.record_report[:-len(".json")], args.note)
         return
 
     import keras
@@ -345,7 +344,7 @@ def main(argv=None):
                        sys.argv[1:] if argv is None else argv)}
         write_atomically(report + ".json", json.dumps(summary, indent=2) + "\n")
         if args.record:
-            record_in_manifest(summary, report, args.note)
+            record_curve(summary, report, args.note)
         kind = "faithful BinGAN, CPU widths" if entry.family == "bingan" else "BinGAN+"
         title = (f"{args.model} ({kind}){' ' + suffix if suffix else ''}: "
                  f"Fashion-MNIST, {args.queries} queries")

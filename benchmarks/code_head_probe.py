@@ -8,7 +8,7 @@ Each variant is LABEL=JSON, a dict of changes to CodeHeadRecipe() (its defaults,
 registry's recipe, so rows compare with each other), one row each. Prints P@8 by Hamming
 distance on the model's evaluation corpus and on the other archive (transfer) for the float
 embedding, the ITQ head refitted here and each learned head. Nothing is shipped; `--record`
-stores the table in the weights manifest (MODELS.md, "Learned 64-bit codes").
+records each model's table as a "code_head_probe" result (MODELS.md, "Learned 64-bit codes").
 """
 
 import argparse
@@ -29,7 +29,7 @@ def main(argv=None):
                         help="a row: label and CodeHeadRecipe changes (repeatable; default "
                              "'defaults={}')")
     parser.add_argument("--record", action="store_true",
-                        help="store the table in zoo/weights/manifest.json")
+                        help="record the table as a result (reports/results/; MODELS.md)")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.code_head_probe " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -39,7 +39,7 @@ def main(argv=None):
     from zoo.evaluation.retrieval import retrieval_metrics
     from zoo.hashing import fit_itq
     from zoo.machine import machine_description
-    from zoo.registry import get_corpus, read_manifest, write_manifest
+    from zoo.registry import get_corpus
     from zoo.training.code_head import CodeHeadRecipe, encode_views, train_code_head
 
     machine = machine_description()
@@ -75,7 +75,7 @@ def main(argv=None):
                 embedded, labels = evaluated[corpus]
                 values = embedded if head is None else head.bits(embedded) * 2.0 - 1.0
                 cells.append(round(retrieval_metrics(values, labels, k=8)["P@8"], 4))
-            rows.append([label, *cells])  # a list: the manifest is written with sorted keys
+            rows.append([label, *cells])  # a list: results are written with sorted keys
             timing = "" if seconds is None else f" ({seconds:.0f} s)"
             print(f"  {label + timing:<64} {cells[0]:.3f} | {cells[1]:.3f}", flush=True)
 
@@ -89,11 +89,12 @@ def main(argv=None):
             head = train_code_head(embeddings, views[:, :recipe.views], recipe)
             row(f"{label} {json.dumps(changes)}", head, time.perf_counter() - tick)
     if args.record:
-        manifest = read_manifest()
-        manifest["code_head_ablation"] = {"command": command, "machine": machine,
-                                          "models": table}
-        write_manifest(manifest)
-        print("recorded in zoo/weights/manifest.json")
+        from zoo.evaluation import results
+
+        path = results.record("code_head_probe", *(
+            {"model": name, "command": command, "machine": machine, **record}
+            for name, record in table.items()))
+        print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ def main(argv=None):
     parser.add_argument("--saved-model", action="store_true",
                         help="also time the exported SavedModels")
     parser.add_argument("--record", action="store_true",
-                        help="keep the results in reports/speed/encode.json (MODELS.md, Speed)")
+                        help="keep the results as the speed report encode "
+                             "(reports/results/speed.json; MODELS.md, Speed)")
     args = parser.parse_args(argv)
 
     command = command_line("benchmarks.encode_speed", argv)

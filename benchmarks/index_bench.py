@@ -181,7 +181,7 @@ def _stage_rates(paths, model, precision):
 def bench_build(count, model, sample, chunk_size, workers, keep=None, precision="auto",
                 record=None):
     """Time `zoo index build` of `count` files; `record`: the command line, to keep the result
-    in reports/speed/index_build.json."""
+    as the speed report index_build (reports/results/speed.json)."""
     from zoo.index import Index
     from zoo.precision import resolve
 
@@ -250,7 +250,8 @@ def main(argv=None):
     build.add_argument("--precision", default="auto", choices=("float32", "bfloat16", "auto"),
                        help="encoding precision, as `zoo index build --precision` (default auto)")
     build.add_argument("--record", action="store_true",
-                       help="keep the result in reports/speed/index_build.json")
+                       help="keep the result as the speed report index_build "
+                            "(reports/results/speed.json)")
     args = parser.parse_args(argv)
     if args.command == "search":
         bench_search(args.count, args.k, args.queries, args.threads, args.hnsw_m,

@@ -48,7 +48,7 @@ def main(argv=None):
                                                       "map_protocols.json"))
     parser.add_argument("--data-dir")
     parser.add_argument("--record", action="store_true",
-                        help="store the table in zoo/weights/manifest.json (MODELS.md)")
+                        help="record the table as a result (reports/results/; MODELS.md)")
     args = parser.parse_args(argv)
 
     import zoo
@@ -85,12 +85,11 @@ def main(argv=None):
     os.replace(temporary, args.out)
     print(f"wrote {args.out} ({document['seconds']:.0f} s)")
     if args.record:
-        from zoo.registry import read_manifest, write_manifest
+        from zoo.evaluation import results
 
-        manifest = read_manifest()
-        manifest["map_protocols"] = {**document, "command": document["command"] + " --record"}
-        write_manifest(manifest)
-        print("recorded in zoo/weights/manifest.json")
+        path = results.record("map_protocols", {**document, "corpus": "fashion_mnist_all",
+                                                "command": document["command"] + " --record"})
+        print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def main(argv=None):
     arguments.add_argument("--rounds", type=int, default=5, help="alternating slices")
     arguments.add_argument("--latency-requests", type=int, default=300)
     arguments.add_argument("--record", action="store_true",
-                           help="keep the table in reports/speed/serving_MODEL.json (MODELS.md)")
+                           help="keep the table as the speed report serving_MODEL "
+                                "(reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
     server, encoder, _ = start(args.kind, args.batching, args.model)
     try:

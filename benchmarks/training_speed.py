@@ -124,7 +124,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="turns of each variant")
     parser.add_argument("--profile", action="store_true", help="print the op profile")
     parser.add_argument("--record", action="store_true",
-                        help="keep the results in reports/speed/training.json")
+                        help="keep the results as the speed report training "
+                             "(reports/results/speed.json)")
     args = parser.parse_args(argv)
     command = command_line("benchmarks.training_speed", argv)
     print(f"machine: {machine_description()}\ncommand: {command}")

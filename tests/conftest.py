@@ -20,6 +20,17 @@ def rng():
 
 
 @pytest.fixture()
+def results_dir(tmp_path, monkeypatch):
+    """An empty results folder for the test: every `zoo.evaluation.results` record and read
+    (MODELS.md's rendering included) goes there instead of reports/results/."""
+    from zoo.evaluation import results
+
+    folder = tmp_path / "results"
+    monkeypatch.setattr(results, "RESULTS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture()
 def zoo_server(tmp_path):
     """start(name) -> a running `zoo serve` (serving.launch) of the shipped model `name`,
     exported as version 1 under tmp_path; stopped when the test ends."""

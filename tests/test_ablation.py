@@ -84,27 +84,24 @@ def test_missing_runs_are_skipped_with_their_command(tmp_path):
         ablation.run_ablation("fashion", runs_dir=str(tmp_path))
 
 
-def test_recorded_ablation_appears_in_models_md(tmp_path, monkeypatch):
-    import zoo.registry
+def test_recorded_ablation_appears_in_models_md(results_dir):
     from zoo import model_cards
+    from zoo.evaluation import results
 
-    monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
-    zoo.registry.write_manifest({"models": {}, "baselines": {}})
     metrics = {"one-shot error": 0.25, "Omniglot P@8": 0.5, "merchant P@8": 0.75}
-    ablation.record({"trained_on": "omniglot", "steps": 400,
-                     "rows": [{"label": "row one", "command": "c", "metrics": metrics}]})
+    path = ablation.record({"trained_on": "omniglot", "steps": 400,
+                            "rows": [{"label": "row one", "command": "c", "metrics": metrics}]})
+    assert path == str(results_dir / "ablation.json")
+    assert results.read("ablation")["omniglot"]["rows"][0]["metrics"] == metrics
     text = model_cards.render()
     assert "## sketch-GAN+ ablation" in text
     assert "`zoo evaluate ablation --trained-on omniglot --train --record`" in text
     assert "| row one | 25.0% | 0.500 | 0.750 |" in text
 
 
-def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(tmp_path, monkeypatch):
-    import zoo.registry
+def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(results_dir):
     from zoo import model_cards
 
-    monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
-    zoo.registry.write_manifest({"models": {}, "baselines": {}})
     with_gan = {"one-shot error": 0.30, "Omniglot P@8": 0.5, "merchant P@8": 0.8,
                 "merchant R@1": 0.97}
     labels = [row.label for row in ablation.ROWS if row.run in ("contrastive", "contrastive_only")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from zoo.cli import main
+from zoo.evaluation import results as stored_results
 from zoo.evaluation.run import RAW_PIXELS, evaluate_retrieval
-from zoo.registry import REGISTRY, read_manifest
+from zoo.registry import REGISTRY
 
 
 def test_zoo_list_prints_every_model_without_tensorflow():
@@ -35,15 +36,15 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
 def test_merchant_results_in_models_md_are_reproduced_by_their_command():
     """`zoo evaluate retrieval sketch_gan_merchant thin_gan_merchant` gives MODELS.md's numbers."""
     names = ["sketch_gan_merchant", "thin_gan_merchant"]
-    manifest = read_manifest()
+    retrieval = stored_results.read("retrieval")
     results = evaluate_retrieval(names, corpus="merchant_eval")
     for name in names:
-        recorded = manifest["models"][name]["metrics"]["merchant_eval"]
+        recorded = retrieval[f"merchant_eval/{name}"]["rows"]
         assert name in recorded and len(recorded) == 2  # float embedding and Hamming rows
         for row, metrics in recorded.items():
             for metric, value in metrics.items():
                 assert results[row][metric] == pytest.approx(value, abs=2e-3), (row, metric)
-    recorded_pixels = manifest["baselines"]["merchant_eval"][RAW_PIXELS]
+    recorded_pixels = retrieval[f"merchant_eval/{RAW_PIXELS}"]["rows"][RAW_PIXELS]
     assert results[RAW_PIXELS] == pytest.approx(recorded_pixels, abs=1e-6)
     assert np.isfinite(list(results["sketch_gan_merchant"].values())).all()
 

@@ -113,13 +113,15 @@ def test_paper_claims_compare_sketch_and_thin_on_the_same_corpus():
     assert paper_claims(only_thin)["rotation"]["verdict"] == "not tested"
 
 
-def test_numbers_are_recorded_in_a_manifest(tmp_path, monkeypatch):
+def test_numbers_are_recorded_as_results_not_in_the_manifest(tmp_path, monkeypatch,
+                                                            results_dir):
     import zoo.registry
+    from zoo.evaluation import results
     from zoo.evaluation.report import record_invariance, record_oneshot
 
     monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
-    zoo.registry.write_manifest({"models": {"thin_gan_merchant": {"sha256": "x"}},
-                                 "baselines": {}})
+    shipped = {"models": {"thin_gan_merchant": {"sha256": "x"}}}
+    zoo.registry.write_manifest(shipped)
     row = {"chance": 0.5, "summary": {"rotation": 0.7, "scale": 0.3, "shift": 0.1}}
     rows = {"thin_gan_merchant": {**row, "kind": "model"},
             "raw pixels": {**row, "kind": "raw pixels"}}
@@ -127,10 +129,18 @@ def test_numbers_are_recorded_in_a_manifest(tmp_path, monkeypatch):
         "merchant_train": {"sample_indices": [1, 2], "rows": rows}}})
     record_oneshot({"models": ["thin_gan_merchant"], "runs": ["run01", "run02"],
                     "mean_error": {"thin_gan_merchant": 0.4, "raw pixels": 0.5, "MHD": 0.39}})
-    manifest = zoo.registry.read_manifest()
-    model = manifest["models"]["thin_gan_merchant"]
-    assert model["sha256"] == "x" and model["invariance"]["rotation"] == 0.7
-    assert model["invariance"]["num_samples"] == 2 and model["oneshot"]["mean_error"] == 0.4
-    assert manifest["invariance_baselines"]["merchant_train"]["raw pixels"]["chance"] == 0.5
-    assert manifest["oneshot_baselines"]["MHD"] == {"mean_error": 0.39, "runs": 2}
-    assert manifest["baselines"] == {}
+    invariance_records = results.read("invariance")
+    model = invariance_records["merchant_train/thin_gan_merchant"]
+    assert model["rotation"] == 0.7 and model["num_samples"] == 2 and not model["baseline"]
+    assert invariance_records["merchant_train/raw pixels"]["baseline"]
+    assert invariance_records["merchant_train/raw pixels"]["chance"] == 0.5
+    oneshot_records = results.read("oneshot")
+    assert oneshot_records["thin_gan_merchant"]["mean_error"] == 0.4
+    assert oneshot_records["MHD"] == {"subject": "MHD", "baseline": True, "mean_error": 0.39,
+                                      "runs": 2}
+    assert zoo.registry.read_manifest() == shipped  # nothing measured went into it
+    # A model row is recorded only for a model that ships weights; nothing is written then.
+    with pytest.raises(ValueError, match="'sketch_gan_merchant' has no shipped weights"):
+        record_oneshot({"models": ["sketch_gan_merchant"], "runs": ["run01"],
+                        "mean_error": {"sketch_gan_merchant": 0.1, "MHD": 0.2}})
+    assert results.read("oneshot") == oneshot_records

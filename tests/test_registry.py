@@ -63,3 +63,17 @@ def test_models_md_is_generated_from_the_registry():
     assert committed == model_cards.render(), "MODELS.md is stale: run `zoo models-md`"
     for name in REGISTRY:
         assert f"### {name}" in committed
+
+
+def test_the_manifest_holds_only_the_shipped_weights_and_refuses_results(tmp_path,
+                                                                         monkeypatch):
+    manifest = registry.read_manifest()
+    assert set(manifest) == {"models"}
+    for name, record in manifest["models"].items():
+        assert set(record) == set(registry.SHIPPED_FIELDS), name
+    monkeypatch.setattr(registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
+    measured = {"models": {"thin_gan_merchant": {"sha256": "x", "metrics": {}}}, "ablation": {}}
+    with pytest.raises(ValueError, match="got ablation, models.thin_gan_merchant.metrics. "
+                                         "Measured results are recorded with"):
+        registry.write_manifest(measured)
+    assert not (tmp_path / "manifest.json").exists()

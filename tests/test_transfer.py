@@ -230,15 +230,13 @@ def test_flat_folders_have_no_labels_and_singletons_are_not_scored(tmp_path, sma
     assert "retrieval not scored" in format_report(report)
 
 
-def test_recorded_transfer_appears_in_models_md(transferred, tmp_path, monkeypatch):
-    import zoo.registry
+def test_recorded_transfer_appears_in_models_md(transferred, results_dir):
     from zoo import model_cards
+    from zoo.evaluation import results
 
-    monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
-    zoo.registry.write_manifest({"models": {}, "baselines": {}})
     command = "zoo transfer sketch_gan_merchant new_archive --steps 2 --record"
     record_transfer(transferred.result.report, command)
-    recorded = zoo.registry.read_manifest()["transfer"][command]
+    recorded = results.read("transfer")[command]
     assert recorded["retrieval"] == json.loads(json.dumps(transferred.result.report["retrieval"]))
     text = model_cards.render()
     assert "## Transfer to a new archive" in text and f"Command: `{command}`" in text

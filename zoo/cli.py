@@ -123,8 +123,7 @@ def cmd_evaluate_ablation(args):
     if args.record:
         if result["skipped"]:
             raise ValueError("Not recording an incomplete ablation; pass --train.")
-        record(result)
-        print("recorded in zoo/weights/manifest.json (run `zoo models-md`)")
+        print(f"recorded in {record(result)} (run `zoo models-md`)")
 
 
 def cmd_report(args):
@@ -396,8 +395,7 @@ def cmd_transfer(args):
             if getattr(args, option) not in (None, "models")]
         command = " ".join(["zoo transfer", args.base, args.source, f"--steps {args.steps}",
                             *options, "--record"])
-        record_transfer(result.report, command)
-        print("recorded in zoo/weights/manifest.json (run `zoo models-md`)")
+        print(f"recorded in {record_transfer(result.report, command)} (run `zoo models-md`)")
 
 
 def cmd_web(args):
@@ -496,7 +494,8 @@ def build_parser():
     sub.add_argument("--hash-bits", type=int, help="hash code length (default: the base's)")
     sub.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     sub.add_argument("--record", action="store_true",
-                     help="store the before/after retrieval in the weights manifest (MODELS.md)")
+                     help="record the before/after retrieval as a result "
+                          "(reports/results/; MODELS.md)")
     sub.set_defaults(run=cmd_transfer)
 
     sub = commands.add_parser("evaluate", help="measure models against baselines")
@@ -507,7 +506,7 @@ def build_parser():
     kind.add_argument("--data-dir", help="where the corpus lives (Omniglot zips)")
     kind.add_argument("--grid", metavar="DIR", help="write a retrieval grid PNG per row")
     kind.add_argument("--record", action="store_true",
-                      help="store the numbers in the weights manifest (for MODELS.md)")
+                      help="record the numbers as results (reports/results/; MODELS.md)")
     kind.set_defaults(run=cmd_evaluate)
 
     kind = kinds.add_parser("invariance", help="rotation/scale/shift invariance (paper Fig. 5) "
@@ -518,7 +517,7 @@ def build_parser():
     kind.add_argument("--seed", type=int, default=0)
     kind.add_argument("--data-dir", help="where the corpus lives (Omniglot zips)")
     kind.add_argument("--record", action="store_true",
-                      help="store the summaries in the weights manifest (for MODELS.md)")
+                      help="record the summaries as results (reports/results/; MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_invariance)
 
     kind = kinds.add_parser("oneshot", help="Omniglot 20-way one-shot error vs. raw pixels and "
@@ -529,7 +528,7 @@ def build_parser():
     kind.add_argument("--out", default="reports")
     kind.add_argument("--runs", type=int, help="only the first N runs (quick check)")
     kind.add_argument("--record", action="store_true",
-                      help="store the mean errors in the weights manifest (for MODELS.md)")
+                      help="record the mean errors as results (reports/results/; MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_oneshot)
 
     kind = kinds.add_parser("hashing", help="mAP@1000 of binary codes (Hamming ranking) vs. LSH, "
@@ -541,7 +540,7 @@ def build_parser():
     kind.add_argument("--seed", type=int, default=0)
     kind.add_argument("--out", default="reports", help="JSON and P@k figure go to OUT/hashing/")
     kind.add_argument("--record", action="store_true",
-                      help="store the numbers in the weights manifest (for MODELS.md)")
+                      help="record the numbers as results (reports/results/; MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_hashing)
 
     kind = kinds.add_parser("curve", help="learning curves: one-shot error, Omniglot and merchant "
@@ -562,7 +561,7 @@ def build_parser():
     kind.add_argument("--train", action="store_true", help="train the runs not there yet")
     kind.add_argument("--data-dir", help="folder holding the Omniglot zips")
     kind.add_argument("--record", action="store_true",
-                      help="store the table in the weights manifest (for MODELS.md)")
+                      help="record the table as results (reports/results/; MODELS.md)")
     kind.set_defaults(run=cmd_evaluate_ablation)
 
     sub = commands.add_parser("report", help="regenerate MODELS.md's results and the report "

@@ -1,9 +1,10 @@
 """The zoo's registry: which models exist, how each was trained, and which weights it ships.
 
 An entry is data: architecture family and keyword arguments, training corpus, recipe, paper.
-What was measured when the weights were made (sha256, training command and time, metrics)
-lives in zoo/weights/manifest.json beside the weights files, written by `zoo publish`.
-Architecture code never reads either.
+What ships with the weights and how they were made (sha256, hash head, training command, time
+and machine) lives in zoo/weights/manifest.json beside the weights files, written by `zoo
+publish` and `zoo hash-head`; what was measured with them lives apart, in reports/results/
+(zoo.evaluation.results). Architecture code never reads either.
 """
 
 import dataclasses
@@ -15,6 +16,9 @@ from zoo.recipes import (PAPER, BinGANPlusRecipe, BinGANRecipe, CodeHeadRecipe, 
 from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
+# What the manifest holds for each shipped model: the weights and their provenance, nothing
+# measured (measured results: zoo.evaluation.results).
+SHIPPED_FIELDS = ("file", "sha256", "hash_head", "trained_with", "train_seconds", "machine")
 
 BINGAN_PAPER = ("Zieba, Semberecki, El-Gaaly & Trzcinski, BinGAN: Learning Compact Binary "
                 "Descriptors with a Regularized GAN, NeurIPS 2018, arXiv:1806.06778")
@@ -81,7 +85,7 @@ class ModelEntry:
 
     @property
     def published(self):
-        """The manifest record of shipped weights ({} when none are shipped yet)."""
+        """The manifest record of shipped weights (SHIPPED_FIELDS; {} when none ship yet)."""
         return read_manifest()["models"].get(self.name, {})
 
 
@@ -107,14 +111,22 @@ def get_entry(name):
 
 
 def read_manifest():
-    """{"models": {name: record}, "baselines": {corpus: {baseline: metrics}}}."""
+    """{"models": {name: {field: value for field in SHIPPED_FIELDS}}}."""
     if not os.path.exists(MANIFEST_PATH):
-        return {"models": {}, "baselines": {}}
+        return {"models": {}}
     with open(MANIFEST_PATH) as handle:
         return json.load(handle)
 
 
 def write_manifest(manifest):
+    """Write the manifest (atomically); refuse anything but shipped weights' fields."""
+    extra = sorted(set(manifest) - {"models"}) + sorted(
+        f"models.{name}.{field}" for name, record in manifest.get("models", {}).items()
+        for field in set(record) - set(SHIPPED_FIELDS))
+    if extra:
+        raise ValueError(f"Expected the weights manifest to hold only models' "
+                         f"{', '.join(SHIPPED_FIELDS)}; got {', '.join(extra)}. Measured "
+                         f"results are recorded with zoo.evaluation.results.")
     temporary = MANIFEST_PATH + ".tmp"
     with open(temporary, "w") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)

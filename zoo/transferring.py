@@ -385,13 +385,13 @@ def format_report(report):
 
 
 def record_transfer(report, command):
-    """Store a transfer's report in the weights manifest under "transfer", keyed by the
-    command that made it (rerunning it replaces the record), for MODELS.md."""
-    from zoo.registry import read_manifest, write_manifest
+    """Record a transfer's report as a "transfer" result keyed by the command that made it
+    (rerunning it replaces the record; zoo.evaluation.results, for MODELS.md); return the file
+    it went to."""
+    from zoo.evaluation import results
 
     keys = ("base", "name", "source", "archive", "images", "labels", "scored_images", "steps",
             "recipe", "train_seconds", "machine", "hash_bits", f"neighbour_overlap@{TOP_K}",
             "retrieval")
-    manifest = read_manifest()
-    manifest.setdefault("transfer", {})[command] = {key: report[key] for key in keys}
-    write_manifest(manifest)
+    return results.record("transfer", {"command": command,
+                                       **{key: report[key] for key in keys}})

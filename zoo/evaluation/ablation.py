@@ -304,11 +304,11 @@ def format_table(result):
 
 
 def record(result):
-    """Store the table in the weights manifest under ablation/<trained_on> (for MODELS.md)."""
-    from zoo.registry import read_manifest, write_manifest
+    """Record the table as the "ablation" result of its archive, replacing the one before it
+    (zoo.evaluation.results; MODELS.md); return the file it went to."""
+    from zoo.evaluation import results
 
-    manifest = read_manifest()
-    manifest.setdefault("ablation", {})[result["trained_on"]] = {
+    return results.record("ablation", {
+        "trained_on": result["trained_on"],
         "command": COMMAND.format(trained_on=result["trained_on"]),
-        "steps": result["steps"], "rows": result["rows"]}
-    write_manifest(manifest)
+        "steps": result["steps"], "rows": result["rows"]})

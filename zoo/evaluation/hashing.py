@@ -199,10 +199,10 @@ def run_hashing_evaluation(names, data_dir=None, num_queries=1000, seed=0, out_d
                            record=False, command=None, progress=True):
     """`zoo evaluate hashing`: evaluate registered hashing models on their eval corpus (all on
     the first model's), write JSON + the P@k figure to out_dir/hashing/, optionally record the
-    numbers in the weights manifest (MODELS.md). Returns the results dict."""
+    numbers as results (`record_hashing`; MODELS.md). Returns the results dict."""
     from zoo import load
     from zoo.data.corpora import load_corpus
-    from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
+    from zoo.registry import get_corpus, get_entry
 
     if not names:
         raise ValueError("Name at least one registered model to evaluate.")
@@ -222,12 +222,22 @@ def run_hashing_evaluation(names, data_dir=None, num_queries=1000, seed=0, out_d
         json.dump(results, handle, indent=2)
     os.replace(temporary, os.path.join(folder, f"{stem}.json"))
     if record:
-        manifest = read_manifest()
-        hashing = manifest.setdefault("hashing", {})
-        for name, metrics in results["models"].items():
-            hashing.setdefault("models", {})[name] = {**metrics, "command": command}
-        for bits, methods in results["baselines"].items():
-            hashing.setdefault("baselines", {}).setdefault(corpus, {})[bits] = methods
-        hashing.setdefault("protocol", {})[corpus] = results["protocol"]
-        write_manifest(manifest)
+        record_hashing(results, command)
     return results
+
+
+def record_hashing(results, command):
+    """Record `run_hashing_evaluation`'s `results` (zoo.evaluation.results, for MODELS.md): one
+    "hashing" record a model (with `command`) and one a baseline method and code length ("LSH,
+    16 bits"), each with the protocol it was measured under on results["corpus"]."""
+    from zoo.evaluation import results as stored
+
+    corpus, protocol = results["corpus"], results["protocol"]
+    records = [{**metrics, "corpus": corpus, "subject": name, "baseline": False,
+                "protocol": protocol, "command": command}
+               for name, metrics in results["models"].items()]
+    records += [{**metrics, "corpus": corpus, "subject": f"{method}, {bits} bits",
+                 "baseline": True, "method": method, "bits": int(bits), "protocol": protocol}
+                for bits, methods in results["baselines"].items()
+                for method, metrics in methods.items()]
+    return stored.record("hashing", *records)

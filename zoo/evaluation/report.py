@@ -38,7 +38,7 @@ def evaluate_invariance(names, out_dir, seed=0, protocol=None, data_dir=None, co
     Returns the result of `invariance.run_invariance` plus "figures" ({transform: {png, json,
     csv}}), "json" (out_dir/invariance.json, the full numbers), "claims" (`paper_claims`),
     "seconds", "machine" and "command" (how to rerun it; pass the CLI line when called from it).
-    With `record`, the summaries also go into the weights manifest (`record_invariance`).
+    With `record`, the summaries are also recorded as results (`record_invariance`).
     """
     started = time.perf_counter()
     result = invariance.run_invariance(names, seed=seed, protocol=protocol, data_dir=data_dir)
@@ -64,7 +64,7 @@ def evaluate_oneshot(name, data_dir=None, out_dir=None, runs=None, command=None,
     keeps the first `runs` runs for quick checks. Returns {"models", "trained_on", "zip",
     "runs", "errors": {method: [per run]}, "mean_error": {method}, "seconds", "machine",
     "command"}; with `out_dir`, also writes oneshot_NAME.json and oneshot_NAME.csv there;
-    with `record`, stores the mean errors in the weights manifest (`record_oneshot`).
+    with `record`, records the mean errors as results (`record_oneshot`).
     """
     from zoo import load
     from zoo.registry import get_entry
@@ -98,48 +98,40 @@ def evaluate_oneshot(name, data_dir=None, out_dir=None, runs=None, command=None,
     return result
 
 
-# ----------------------------------------------------------------------------- the manifest
+# ----------------------------------------------------------------------------- recording
 
 
 def record_invariance(result):
-    """Store the summaries of an invariance `result` in the weights manifest (for MODELS.md):
-    models["NAME"]["invariance"] = {corpus, seed, num_samples, chance, rotation, scale, shift};
-    the baselines' rows under invariance_baselines[corpus][row]."""
-    from zoo.registry import read_manifest, write_manifest
+    """Record the summaries of an invariance `result` (zoo.evaluation.results, for MODELS.md):
+    one "invariance" record a corpus and row, {corpus, subject, baseline, seed, num_samples,
+    chance, rotation, scale, shift}; a model's row only for a model that ships weights."""
+    from zoo.evaluation import results
 
-    manifest = read_manifest()
+    records = []
     for corpus, group in result["corpora"].items():
         for label, row in group["rows"].items():
-            record = {"corpus": corpus, "seed": result["seed"],
-                      "num_samples": len(group["sample_indices"]), "chance": row["chance"],
-                      **row["summary"]}
-            if row.get("kind", "model") != "model":
-                baselines = manifest.setdefault("invariance_baselines", {})
-                baselines.setdefault(corpus, {})[label] = record
-            elif label in manifest["models"]:
-                manifest["models"][label]["invariance"] = record
-            else:
-                raise ValueError(f"{label!r} has no shipped weights in the manifest; only "
-                                 f"published models' numbers are recorded.")
-    write_manifest(manifest)
+            baseline = row.get("kind", "model") != "model"
+            if not baseline:
+                results.require_published(label)
+            records.append({"corpus": corpus, "subject": label, "baseline": baseline,
+                            "seed": result["seed"], "num_samples": len(group["sample_indices"]),
+                            "chance": row["chance"], **row["summary"]})
+    return results.record("invariance", *records)
 
 
 def record_oneshot(result):
-    """Store one-shot mean errors in the weights manifest: models["NAME"]["oneshot"] and the
-    baselines under oneshot_baselines (both {"mean_error", "runs"})."""
-    from zoo.registry import read_manifest, write_manifest
+    """Record one-shot mean errors (zoo.evaluation.results, for MODELS.md): one "oneshot" record
+    a method, {subject, baseline, mean_error, runs}; the models' only if they ship weights."""
+    from zoo.evaluation import results
 
-    manifest = read_manifest()
+    records = []
     for method, error in result["mean_error"].items():
-        record = {"mean_error": error, "runs": len(result["runs"])}
-        if method in result["models"]:
-            if method not in manifest["models"]:
-                raise ValueError(f"{method!r} has no shipped weights in the manifest; only "
-                                 f"published models' numbers are recorded.")
-            manifest["models"][method]["oneshot"] = record
-        else:
-            manifest.setdefault("oneshot_baselines", {})[method] = record
-    write_manifest(manifest)
+        baseline = method not in result["models"]
+        if not baseline:
+            results.require_published(method)
+        records.append({"subject": method, "baseline": baseline, "mean_error": error,
+                        "runs": len(result["runs"])})
+    return results.record("oneshot", *records)
 
 
 # ----------------------------------------------------------------------------- the paper's claim

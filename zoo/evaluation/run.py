@@ -8,7 +8,7 @@ import numpy as np
 from zoo.data.corpora import load_corpus
 from zoo.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
 from zoo.hashing import fit_itq, top_k_overlap
-from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
+from zoo.registry import get_corpus, get_entry
 from zoo.visualize import save_retrieval_grid
 
 RAW_PIXELS = "raw pixels"
@@ -33,7 +33,7 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
 
     `corpus` defaults to the first model's eval corpus; all models are scored on the same
     images. With `grid_dir`, a retrieval grid PNG per row is written there. With `record`,
-    the numbers are stored in the weights manifest (and so in MODELS.md).
+    the numbers are recorded as results (`record_retrieval`; and so in MODELS.md).
     """
     from zoo import load
 
@@ -68,14 +68,25 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
             file_name = re.sub(r"[^A-Za-z0-9.-]+", "_", row).strip("_") + f"__{corpus}.png"
             save_query_grid(os.path.join(grid_dir, file_name), data.images, vectors, data.labels)
     if record:
-        manifest = read_manifest()
-        for name in names:
-            recorded = {row: results[row] for row in results
-                        if row == name or row.startswith(f"{name} (")}
-            manifest["models"][name].setdefault("metrics", {})[corpus] = recorded
-        manifest["baselines"].setdefault(corpus, {})[RAW_PIXELS] = results[RAW_PIXELS]
-        write_manifest(manifest)
+        record_retrieval(names, corpus, results)
     return results
+
+
+def record_retrieval(names, corpus, results):
+    """Record `evaluate_retrieval`'s `results` on `corpus` (zoo.evaluation.results, for
+    MODELS.md): one "retrieval" record for each model (its float and Hamming rows) and one for
+    the raw-pixel baseline, each replacing the one before it; models must ship weights."""
+    from zoo.evaluation import results as stored
+
+    records = []
+    for name in names:
+        stored.require_published(name)
+        records.append({"corpus": corpus, "subject": name, "baseline": False,
+                        "rows": {row: results[row] for row in results
+                                 if row == name or row.startswith(f"{name} (")}})
+    records.append({"corpus": corpus, "subject": RAW_PIXELS, "baseline": True,
+                    "rows": {RAW_PIXELS: results[RAW_PIXELS]}})
+    return stored.record("retrieval", *records)
 
 
 def hamming_row(name, head):

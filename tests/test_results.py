@@ -1,0 +1,109 @@
+"""zoo.evaluation.results, the one writer of measured results: declared kinds, validation,
+atomic replacement, and the lock that keeps two recording commands from losing each other's
+records."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zoo.evaluation import results, speed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def oneshot(subject, error, baseline=False):
+    return {"subject": subject, "baseline": baseline, "mean_error": error, "runs": 20}
+
+
+def test_records_round_trip_by_key_and_replace_only_their_own_key(results_dir):
+    path = results.record("oneshot", oneshot("sketch_gan_merchant", 0.4),
+                          oneshot("MHD", 0.39, baseline=True))
+    assert path == str(results_dir / "oneshot.json")
+    assert results.read("oneshot") == {"MHD": oneshot("MHD", 0.39, baseline=True),
+                                       "sketch_gan_merchant": oneshot("sketch_gan_merchant", 0.4)}
+    results.record("oneshot", oneshot("sketch_gan_merchant", 0.3))
+    assert results.read("oneshot")["sketch_gan_merchant"]["mean_error"] == 0.3
+    assert results.read("oneshot")["MHD"]["mean_error"] == 0.39
+    # Keys join the key fields; the file is sorted JSON, one object a kind.
+    results.record("retrieval", {"corpus": "merchant_eval", "subject": "raw pixels",
+                                 "baseline": True, "rows": {"raw pixels": {"P@8": 0.4}}})
+    text = (results_dir / "retrieval.json").read_text()
+    assert json.loads(text) == {"merchant_eval/raw pixels": {
+        "baseline": True, "corpus": "merchant_eval", "rows": {"raw pixels": {"P@8": 0.4}},
+        "subject": "raw pixels"}}
+    assert text.index('"baseline"') < text.index('"corpus"') < text.index('"rows"')
+    assert results.read("invariance") == {}  # nothing recorded yet
+
+
+def test_speed_reports_go_through_the_same_writer(results_dir):
+    path = speed.record("index_build", {"images_per_s": 900.0}, "python -m benchmarks.x")
+    assert path == str(results_dir / "speed.json")
+    report = results.read("speed")["index_build"]
+    assert report["images_per_s"] == 900.0 and report["command"] == "python -m benchmarks.x"
+    assert report["machine"] and report["date"]
+    with pytest.raises(ValueError, match="speed report name of letters, digits and _"):
+        speed.record("../escape", {}, "c")
+
+
+def test_unknown_kinds_and_missing_fields_are_refused_before_anything_is_written(results_dir):
+    with pytest.raises(ValueError, match=r"Unknown result kind 'oneshots'; expected one of "
+                                         r"ablation, bingan_curve, .*, transfer\."):
+        results.record("oneshots", oneshot("x", 0.1))
+    with pytest.raises(ValueError, match="A 'oneshot' record needs the fields subject, baseline, "
+                                         "mean_error, runs; it lacks mean_error, runs"):
+        results.record("oneshot", oneshot("a", 0.1), {"subject": "b", "baseline": False})
+    with pytest.raises(ValueError, match="key field 'subject' as a non-empty string; got 7"):
+        results.record("oneshot", {**oneshot("a", 0.1), "subject": 7})
+    with pytest.raises(ValueError, match="Expected a 'oneshot' record as a dict; got list"):
+        results.record("oneshot", [0.1])
+    # The valid record beside the bad one was not written either.
+    assert results.read("oneshot") == {}
+    assert not os.path.exists(results_dir / "oneshot.json")
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_partial_one(results_dir):
+    results.record("oneshot", oneshot("a", 0.1), oneshot("b", 0.2))
+    before = (results_dir / "oneshot.json").read_bytes()
+    # Sorted last, so the temporary file holds every other record when serialisation fails.
+    with pytest.raises(ValueError, match="'oneshot' record is not JSON-serialisable .* unchanged"):
+        results.record("oneshot", {**oneshot("zz", 0.3), "runs": object()})
+    assert (results_dir / "oneshot.json").read_bytes() == before
+    assert sorted(os.listdir(results_dir)) == [".lock", "oneshot.json"]
+
+
+WRITER = """
+import sys
+from zoo.evaluation import results
+name, count, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for index in range(count):
+    results.record("oneshot", {"subject": f"{name}{index:03d}", "baseline": True,
+                               "mean_error": index / count, "runs": index}, directory=folder)
+"""
+
+
+def test_two_recording_processes_do_not_lose_each_others_records(results_dir):
+    # Each process reads, updates and rewrites the one file a record at a time: without the
+    # lock, one's rewrite drops what the other added between its read and its write.
+    count = 60
+    environment = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH",
+                                                                                   "")}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(count),
+                                 str(results_dir)], env=environment, stderr=subprocess.PIPE,
+                                text=True) for name in ("first", "second")]
+    for writer in writers:
+        _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors
+    recorded = results.read("oneshot")
+    assert len(recorded) == 2 * count
+    assert recorded["second059"]["runs"] == 59 and recorded["first000"]["mean_error"] == 0.0
+
+
+def test_the_committed_results_are_valid_records_under_their_keys():
+    names = set(os.listdir(results.RESULTS_DIR)) - {results.LOCK_NAME}
+    assert names <= {f"{kind}.json" for kind in results.KINDS}, "a file of no declared kind"
+    for kind in results.KINDS:
+        for key, record in results.read(kind).items():
+            assert results.key_of(kind, record) == key, (kind, key)
