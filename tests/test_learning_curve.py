@@ -63,3 +63,14 @@ def test_curve_points_measure_every_snapshot_and_round_trip(run_dir, tmp_path):
 def test_a_run_without_snapshots_is_refused_with_what_writes_them(tmp_path):
     with pytest.raises(ValueError, match="zoo train"):
         learning_curve.run_curve({"x": ("sketch_gan_plus_merchant", str(tmp_path))})
+
+
+def test_recorded_curves_are_a_result_named_after_the_figure(results_dir, tmp_path):
+    from zoo.evaluation import results
+
+    curves = {"run": [{"step": 2, "one-shot error": 0.5, "Omniglot P@8": 0.1,
+                       "merchant P@8": 0.2, "merchant R@1": 0.3}]}
+    figure, _ = learning_curve.save_curves(curves, str(tmp_path / "issue18_merchant"))
+    learning_curve.record_curves(curves, figure, "zoo evaluate curve x=y --out z --record")
+    stored = results.read("learning_curve")["issue18_merchant"]
+    assert stored["runs"] == curves and stored["command"].startswith("zoo evaluate curve")

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from zoo.precision import CHOICES as PRECISION_CHOICES
@@ -97,7 +98,7 @@ def cmd_evaluate_hashing(args):
 
 
 def cmd_evaluate_curve(args):
-    from zoo.evaluation.learning_curve import run_curve, save_curves
+    from zoo.evaluation.learning_curve import record_curves, run_curve, save_curves
 
     runs = {}
     for item in args.runs:
@@ -107,8 +108,13 @@ def cmd_evaluate_curve(args):
                              f"got {item!r}.")
         runs[f"{name} ({os.path.basename(os.path.normpath(run_dir))})"] = (name, run_dir)
     curves = run_curve(runs, data_dir=args.data_dir, corpus=args.corpus)
-    for path in save_curves(curves, args.out, args.title):
-        print(f"wrote {path}")
+    figure, csv_path = save_curves(curves, args.out, args.title)
+    print(f"wrote {figure} and {csv_path}")
+    if args.record:
+        options = [*args.runs, "--out", args.out, *(["--title", args.title] if args.title else []),
+                   *(["--corpus", args.corpus] if args.corpus else []), "--record"]
+        command = "zoo evaluate curve " + " ".join(shlex.quote(option) for option in options)
+        print(f"recorded in {record_curves(curves, figure, command)}")
 
 
 def cmd_evaluate_ablation(args):
@@ -549,6 +555,8 @@ def build_parser():
                       help="a registered model and the folder `zoo train NAME --out` wrote")
     kind.add_argument("--out", required=True, help="OUT.png and OUT.csv are written")
     kind.add_argument("--title", default="")
+    kind.add_argument("--record", action="store_true",
+                      help="store the curves as a result (reports/results/, for MODELS.md)")
     kind.add_argument("--corpus", help="calibrate on this named corpus (runs made with "
                                        "`zoo train --corpus`); default: each entry's own")
     kind.add_argument("--data-dir", help="folder holding the Omniglot zips")

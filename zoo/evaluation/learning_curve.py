@@ -8,7 +8,9 @@ on the training corpus as `zoo publish` does) and measures it on the ablation's 
 users care about, not with the training loss. `save_curves` writes the PNG and CSV.
 
     zoo evaluate curve sketch_contrastive_merchant=runs/sketch_contrastive_merchant \
-        --out reports/learning_curves/issue18
+        --out reports/learning_curves/issue18 --record
+
+`record_curves` stores them as a `learning_curve` result (zoo.evaluation.results) for MODELS.md.
 """
 
 import csv
@@ -112,6 +114,17 @@ def save_curves(curves, out_prefix, title=""):
         figure.suptitle(title)
     figure.tight_layout()
     return _save_figure(figure, out_prefix + ".png"), csv_path
+
+
+def record_curves(curves, figure, command):
+    """Store curves as the `learning_curve` result named after the figure (OUT of --out)."""
+    from zoo.evaluation import results
+    from zoo.machine import machine_description
+
+    name = os.path.splitext(os.path.basename(figure))[0]
+    return results.record("learning_curve", {
+        "curve": name, "command": command, "machine": machine_description(),
+        "figure": os.path.relpath(figure), "runs": curves})
 
 
 def read_curves(csv_path):

@@ -73,6 +73,9 @@ _KINDS = (
     Kind("code_head_probe", ("model",), ("command", "machine", "corpora", "rows"),
          "`python -m benchmarks.code_head_probe --record`: learned code heads against ITQ, "
          "one row per variant, [label, P@8 in-domain, P@8 transfer]"),
+    Kind("learning_curve", ("curve",), ("command", "machine", "figure", "runs"),
+         "`zoo evaluate curve --record`: the ablation's four columns at every snapshot of "
+         "training runs, {run label: [{step, column: value}]}"),
     Kind("speed", ("report",), ("command", "machine", "date"),
          "the speed benchmarks' `--record` (zoo.evaluation.speed): encode, training, "
          "index_build, serving_MODEL"),
