@@ -12,7 +12,7 @@ CORE = ("zoo/models", "zoo/registry.py", "zoo/recipes.py", "zoo/weights.py", "zo
         "zoo/machine.py", "zoo/precision.py", "zoo/visualize.py")
 APPLICATIONS = ("zoo.index", "zoo.locating", "zoo.proposals", "zoo.transferring",
                 "zoo.beam_pipeline", "zoo.web", "zoo.demo", "zoo.model_cards", "zoo.cli",
-                "zoo.evaluation", "zoo.benchmarks", "serving", "benchmarks")
+                "zoo.evaluation", "serving", "benchmarks")
 
 
 def core_files():

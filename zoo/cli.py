@@ -158,24 +158,6 @@ def cmd_demo(args):
     print(run_demo(args.model, args.out, via_server=not args.in_process))
 
 
-def cmd_bench(args):
-    from zoo.benchmarks import benchmark_training
-
-    result = benchmark_training(args.name, steps=args.steps, batch_size=args.batch_size,
-                                rounds=args.rounds, jit_compile=args.jit)
-    print(f"machine: {result['machine']}")
-    baseline = result["baseline"]
-    described = {"reference": "eager GradientTape, float32", "zoo_float32": "the zoo loop, "
-                 "float32"}[baseline]
-    print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each "
-          f"(median s/step; speed-up = {baseline} / loop):")
-    for loop, seconds in result["s_per_step"].items():
-        speedup = result["speedup"].get(loop)
-        ratio = f"  {speedup:.2f}x" if speedup else f"  (baseline: {described})"
-        print(f"  {loop:24s} {seconds:7.3f} s/step  {result['images_per_s'][loop]:7.1f} "
-              f"batch images/s{ratio}")
-
-
 def _archive_metadata(pairs):
     """Parse --meta key=value pairs (strings) into the archive metadata dict."""
     metadata = {}
@@ -684,14 +666,6 @@ def build_parser():
              "index build --from-shards` (zoo beam regions --help)")
     regions.add_argument("args", nargs=argparse.REMAINDER)  # parsed by _beam_regions_parser
     regions.set_defaults(run=cmd_beam_regions)
-
-    sub = commands.add_parser("bench", help="training speed vs. a plain reference loop")
-    sub.add_argument("name")
-    sub.add_argument("--steps", type=int, default=10)
-    sub.add_argument("--rounds", type=int, default=2)
-    sub.add_argument("--batch-size", type=int, default=128)
-    sub.add_argument("--jit", action="store_true", help="compile the zoo loop with XLA")
-    sub.set_defaults(run=cmd_bench)
 
     sub = commands.add_parser(
         "serve", help="serve exported models with TF Serving's gRPC/REST API",

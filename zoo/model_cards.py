@@ -63,7 +63,7 @@ only training uses.
   2x faster on CPUs with AMX/AVX512-BF16); encoders run in float32. `--set precision=float32`
   trains in full precision.
 - Training wall times below were measured with two trainings sharing the 2 cores; training
-  speed alone is measured by `zoo bench NAME`.
+  speed alone is measured by `python -m benchmarks.training_loop NAME`.
 - sketch_gan_omniglot's run started while the image preprocessing was moving from Pillow to
   the TensorFlow ops the exported graph uses, so it may have trained on the Pillow version (the
   two differ by about 0.002 per pixel on average when shrinking Omniglot's 105x105 images).

@@ -34,7 +34,7 @@ class SpaceToDepthConv2D(layers.Conv2D):
     """A stride-1 "same" Conv2D computed on a space-to-depth view of its input: the same
     kernel variable, the same outputs (up to float rounding), and about 3x faster for the
     generator's last layer (9 x 9, 16 channels to 1), a shape oneDNN computes poorly (issue 16:
-    it was a fifth of a sketch-GAN+ training step; `zoo bench` measures it).
+    it was a fifth of a sketch-GAN+ training step; `python -m benchmarks.training_speed` measures it).
 
     The input [N, H, W, C] is viewed as [N, H/b, W/b, b*b*C] (tf.nn.space_to_depth), the
     k x k kernel becomes the equivalent small kernel over blocks with b*b*filters outputs (a

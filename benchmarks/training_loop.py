@@ -1,4 +1,7 @@
-"""Speed benchmarks: ratios against a baseline measured in the same process (not tests).
+"""The zoo's training loop against a plain reference loop, measured in the same process.
+
+    python -m benchmarks.training_loop sketch_gan_merchant [--steps 10] [--rounds 2]
+                                       [--batch-size 128] [--jit]
 
 `benchmark_training` times the zoo's `GANTrainer.fit` (in float32 and in the recipe's precision)
 against a plain reference loop of the same model and algorithm (eager GradientTape, float32, one
@@ -98,3 +101,32 @@ def benchmark_training(name, steps=10, batch_size=128, rounds=2, jit_compile=Fal
             "baseline": baseline,
             "speedup": {key: seconds[baseline] / value for key, value in seconds.items()
                         if key != baseline}}
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="training speed vs. a plain reference loop")
+    parser.add_argument("name")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--jit", action="store_true", help="compile the zoo loop with XLA")
+    args = parser.parse_args(argv)
+    result = benchmark_training(args.name, steps=args.steps, batch_size=args.batch_size,
+                                rounds=args.rounds, jit_compile=args.jit)
+    print(f"machine: {result['machine']}")
+    baseline = result["baseline"]
+    described = {"reference": "eager GradientTape, float32", "zoo_float32": "the zoo loop, "
+                 "float32"}[baseline]
+    print(f"{args.name}, batch {result['batch_size']}, {result['steps']} steps each "
+          f"(median s/step; speed-up = {baseline} / loop):")
+    for loop, seconds in result["s_per_step"].items():
+        speedup = result["speedup"].get(loop)
+        ratio = f"  {speedup:.2f}x" if speedup else f"  (baseline: {described})"
+        print(f"  {loop:24s} {seconds:7.3f} s/step  {result['images_per_s'][loop]:7.1f} "
+              f"batch images/s{ratio}")
+
+
+if __name__ == "__main__":
+    main()
