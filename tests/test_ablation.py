@@ -123,16 +123,6 @@ def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(results_dir):
             "merchant P@8") in text
 
 
-def test_rows_on_another_corpus_share_one_run_across_both_tables(tmp_path):
-    [joint] = [row for row in ablation.ROWS if row.corpus]
-    commands = [ablation.run_ablation(archive, runs_dir=str(tmp_path / archive), rows=[joint],
-                                      progress=lambda _: None)["skipped"][0]["command"]
-                for archive in ("merchant", "omniglot")]
-    assert commands[0] == commands[1]
-    assert f"--out {tmp_path}/merchant_and_omniglot/{joint.run} --corpus merchant_and_omniglot" \
-        in commands[0]
-
-
 def test_test_time_pooling_averages_the_views_embeddings(measured):
     runs, results = measured
     encoder = results["flatten"][0]

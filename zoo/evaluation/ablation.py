@@ -27,15 +27,15 @@ Rows, in order, each adding one change to the row before it unless it says other
 17. the shipped sketch-GAN+ entry (full recipe, full length);
 18. the contrastive task alone at that full length (the exported encoder: whitening calibrated
     at the end of the run);
-19. the same on both archives together (one model for both, `merchant_and_omniglot`; the same
-    run in both tables);
-20. row 18 four times longer (issue 18: longer schedules);
-21-23. row 20's weights read out differently: whitened to 128 or 512 dimensions, and test-time
+19. row 18 four times longer (issue 18: longer schedules; shipped as sketch_contrastive_<archive>);
+20. the same recipe on both archives together (one model for both: the shipped
+    sketch_contrastive_joint, the same row in both tables);
+21-23. row 19's weights read out differently: whitened to 128 or 512 dimensions, and test-time
     pooling over four shifted and scaled views;
 24. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
 
 Rows 5-16 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed, rows
-18-20 full-length and longer ones; `zoo evaluate ablation --train` trains any that
+18-19 full-length and longer ones; `zoo evaluate ablation --train` trains any that
 runs/ablation/ does not hold yet (seed 0).
 """
 
@@ -65,9 +65,9 @@ class Row:
     steps: int = ABLATION_STEPS  # length of the run; None: the registered recipe's own
     dimension: int = 256  # whitened dimensions ("pooled_whitened")
     test_time_views: bool = False  # average the embeddings of TEST_TIME_VIEWS of each image
-    # Trained on this named corpus rather than the table's archive: one run, in
-    # runs/ablation/<corpus>/<run>, measured in both tables (as sketch_gan_plus_merchant).
-    corpus: str = None
+    # The shipped weights of this registry entry rather than FAMILY_<archive>'s (a row without
+    # a run, the same in both tables: the joint model).
+    model: str = None
 
 
 # The rows issue 18 compares: the contrastive run with the GAN, and the same without it.
@@ -117,11 +117,11 @@ ROWS = (
     *_ISSUE_18_SHORT,
     _WITH_GAN_FULL,
     _ALONE_FULL,
-    Row("one model for both archives: the contrastive task alone, full length, on merchant "
-        "marks (x2) and Omniglot together", "sketch_gan_plus", "encoder", "contrastive_only_full",
-        (("lambda_gan", 0),), steps=None, corpus="merchant_and_omniglot"),
     Row("the contrastive task alone, 4x longer (10,000 steps)", "sketch_gan_plus", "encoder",
         "contrastive_only_10k", (("lambda_gan", 0),), steps=10_000),
+    Row("one model for both archives: the same recipe (10,000 steps) on merchant marks (x2) "
+        "and Omniglot together (shipped: sketch_contrastive_joint)", "sketch_gan_plus",
+        "encoder", model="sketch_contrastive_joint"),
     *(Row(f"the same weights (10,000 steps), whitened to {dimension} dimensions instead of 256",
           "sketch_gan_plus", "pooled_whitened", "contrastive_only_10k", (("lambda_gan", 0),),
           steps=10_000, dimension=dimension) for dimension in (128, 512)),
@@ -230,18 +230,9 @@ def _length(row):
     return {"iterations": row.steps, "checkpoint_every": 200} if row.steps else {}
 
 
-def run_of(row, trained_on, runs_dir):
-    """(registry entry, run folder) of a trained row."""
-    if row.corpus:
-        return f"{row.family}_merchant", os.path.join(os.path.dirname(runs_dir), row.corpus,
-                                                      row.run)
-    return f"{row.family}_{trained_on}", os.path.join(runs_dir, row.run)
-
-
-def train_command(name, row, run_dir):
+def train_command(name, row, runs_dir):
     sets = [f"--set {key}={value}" for key, value in {**_length(row), **dict(row.changes)}.items()]
-    corpus = f"--corpus {row.corpus} " if row.corpus else ""
-    return f"zoo train {name} --out {run_dir} {corpus}" + " ".join(sets)
+    return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
 
 
 def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROWS,
@@ -263,15 +254,15 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
     result = {"trained_on": trained_on, "steps": ABLATION_STEPS, "rows": [], "skipped": []}
     measurable = []
     for row in rows:
-        name, run_dir = run_of(row, trained_on, runs_dir)
+        name = row.model or f"{row.family}_{trained_on}"
         weights_path, command = None, f"zoo train {name} (shipped weights)"
         if row.run:
-            command = train_command(name, row, run_dir)
-            weights_path = os.path.join(run_dir, f"{name}.weights.h5")
+            command = train_command(name, row, runs_dir)
+            weights_path = os.path.join(runs_dir, row.run, f"{name}.weights.h5")
             if not os.path.exists(weights_path) and train:
                 progress(f"training {row.run}: {command}")
-                train_model(name, run_dir, data_dir, {**_length(row), **dict(row.changes)},
-                            corpus=row.corpus)
+                train_model(name, os.path.join(runs_dir, row.run), data_dir,
+                            {**_length(row), **dict(row.changes)})
             if not os.path.exists(weights_path):
                 result["skipped"].append({"label": row.label, "command": command})
                 continue

@@ -72,7 +72,13 @@ def train_model(name, out_dir=None, data_dir=None, recipe_changes=None, resume=T
 
 
 def publish(name, run_dir, command=None):
-    """Copy a finished run's weights into the package and record them in the manifest."""
+    """Copy a finished run's weights into the package and record them in the manifest.
+
+    The run is `zoo train NAME`'s, or that of another entry with the same family and
+    architecture trained with NAME's recipe on NAME's corpus (the same training under another
+    name, e.g. an ablation run that became an entry): its weights are then stored again,
+    labelled as NAME's, and `command` should say how the run was made.
+    """
     entry = get_entry(name)
     summary_path = os.path.join(run_dir, SUMMARY_NAME)
     if not os.path.isfile(summary_path):
@@ -80,6 +86,12 @@ def publish(name, run_dir, command=None):
                          f"finish it with `zoo train {name} --out {run_dir}` first.")
     with open(summary_path) as handle:
         summary = json.load(handle)
+    trained_as = summary.get("model", name)
+    source = get_entry(trained_as)
+    if (source.family, source.architecture) != (entry.family, entry.architecture):
+        raise ValueError(f"Run {run_dir!r} trained {trained_as} ({source.family} "
+                         f"{source.architecture}), not {name}'s network ({entry.family} "
+                         f"{entry.architecture}).")
     # Read through the recipe class, so a run made before a field was added (at its default)
     # still matches.
     if type(entry.recipe).from_dict(summary["recipe"]) != entry.recipe:
@@ -90,14 +102,25 @@ def publish(name, run_dir, command=None):
         raise ValueError(f"Run {run_dir!r} was trained on {summary['corpus']!r}, but {name} is "
                          f"registered on {entry.corpus!r}; only its own corpus is published.")
     os.makedirs(PACKAGE_WEIGHTS_DIR, exist_ok=True)
-    temporary = entry.weights_file + ".tmp"
-    shutil.copyfile(os.path.join(run_dir, f"{name}.weights.h5"), temporary)
-    os.replace(temporary, entry.weights_file)
+    weights = os.path.join(run_dir, f"{trained_as}.weights.h5")
+    if trained_as == name:
+        temporary = entry.weights_file + ".tmp"
+        shutil.copyfile(weights, temporary)
+        os.replace(temporary, entry.weights_file)
+        sha256 = summary["sha256"]
+    else:  # the same weights, labelled as this entry's (save_gan_weights writes atomically)
+        from zoo.loading import build
+        from zoo.weights import load_gan_weights
+
+        generator, discriminator = build(name)
+        load_gan_weights(weights, generator, discriminator, summary["sha256"])
+        sha256 = save_gan_weights(entry.weights_file, generator, discriminator, attributes={
+            "model": name, "family": entry.family, "trained_as": trained_as})
     manifest = read_manifest()
     manifest["models"][name] = {
         **manifest["models"].get(name, {}),
         "file": os.path.basename(entry.weights_file),
-        "sha256": summary["sha256"],
+        "sha256": sha256,
         "trained_with": command or f"zoo train {name}",
         "train_seconds": summary["train_seconds"],
         "machine": summary["machine"],
