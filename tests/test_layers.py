@@ -9,7 +9,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = ("zoo/models", "zoo/registry.py", "zoo/recipes.py", "zoo/weights.py", "zoo/loading.py",
         "zoo/encoder.py", "zoo/hashing.py", "zoo/data", "zoo/training", "export",
-        "zoo/machine.py", "zoo/precision.py", "zoo/visualize.py")
+        "zoo/machine.py", "zoo/precision.py", "zoo/visualize.py", "zoo/atomic.py")
 APPLICATIONS = ("zoo.index", "zoo.locating", "zoo.proposals", "zoo.transferring",
                 "zoo.beam_pipeline", "zoo.web", "zoo.demo", "zoo.model_cards", "zoo.cli",
                 "zoo.evaluation", "serving", "benchmarks")

@@ -45,12 +45,12 @@ import dataclasses
 import functools
 import logging
 import os
-import tempfile
 import time
 from typing import NamedTuple
 
 import numpy as np
 
+from zoo.visualize import save_png
 from zoo.data.images import DEFAULT_MARGIN, decode_image
 from zoo.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
 from zoo.proposals import strokes_bright
@@ -461,21 +461,6 @@ def _heat_map(windows, scores, steps, height, width):
 # ----------------------------------------------------------------------------- drawing
 
 
-def _save_png_atomically(image, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".locate-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
-
-
 def draw_locate(page, located, path, top=None, colormap="inferno"):
     """Write a PNG of the page with the heat map laid over it and the best boxes (ranked and
     scored; the best in green, the others in orange), the query in a panel on the right.
@@ -525,7 +510,7 @@ def draw_locate(page, located, path, top=None, colormap="inferno"):
         text_y = box.y - 12 if box.y >= 12 else box.y + box.h + 2
         draw.rectangle([box.x, text_y, box.x + 6 * len(label) + 4, text_y + 11], fill=colour)
         draw.text((box.x + 2, text_y), label, fill=(0, 0, 0))
-    return _save_png_atomically(canvas, path)
+    return save_png(canvas, path)
 
 
 # ----------------------------------------------------------------------------- test pages

@@ -951,8 +951,6 @@ def render():
 
 
 def write(path=MODELS_MD):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        handle.write(render())
-    os.replace(temporary, path)
-    return path
+    from zoo.atomic import write_text
+
+    return write_text(path, render())

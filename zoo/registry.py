@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 
+from zoo.atomic import write_json
 from zoo.recipes import (PAPER, BinGANPlusRecipe, BinGANRecipe, CodeHeadRecipe, Recipe,
                                  SketchGANPlusRecipe)
 from zoo.weights import PACKAGE_WEIGHTS_DIR
@@ -127,11 +128,7 @@ def write_manifest(manifest):
         raise ValueError(f"Expected the weights manifest to hold only models' "
                          f"{', '.join(SHIPPED_FIELDS)}; got {', '.join(extra)}. Measured "
                          f"results are recorded with zoo.evaluation.results.")
-    temporary = MANIFEST_PATH + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, MANIFEST_PATH)
+    write_json(MANIFEST_PATH, manifest, indent=2, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- entries

@@ -31,6 +31,7 @@ import re
 
 import numpy as np
 
+from zoo.atomic import write_json
 from zoo.registry import CORPORA, get_entry
 
 TRANSFER_LEARNING_RATE = 2e-4
@@ -157,15 +158,7 @@ def _check_run_dir(run_dir, identity, resume):
                 f"{identity['base']} to {identity['source']} with {identity['recipe']}. Use "
                 f"another run folder, or restart (--restart) to discard it.")
     os.makedirs(run_dir, exist_ok=True)
-    _write_json(path, identity)
-
-
-def _write_json(path, value):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, path)
+    write_json(path, identity)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -335,7 +328,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
         version = version or next_version(out, name)
         export_path = encoder.export(out, version)
         report.update(export=export_path, version=version)
-    _write_json(os.path.join(run_dir, REPORT_NAME), report)
+    write_json(os.path.join(run_dir, REPORT_NAME), report)
     return TransferResult(encoder, export_path, version, weights_path, report)
 
 

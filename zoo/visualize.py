@@ -11,6 +11,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from zoo.atomic import atomic_file
+
 MATCH_COLOUR = (40, 200, 80)
 MISS_COLOUR = (220, 50, 50)
 QUERY_COLOUR = (80, 140, 255)
@@ -61,12 +63,10 @@ def thumbnail(source, size):
     return np.asarray(image, np.uint8)
 
 
-def _save_atomically(image, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp.png"
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+def save_png(image, path):
+    """A PIL image written to `path` as a PNG, atomically (zoo.atomic)."""
+    with atomic_file(path) as stream:
+        image.save(stream, format="PNG")
     return path
 
 
@@ -81,7 +81,7 @@ def save_grid(path, images, rows, scale=1, padding=2):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
         canvas[top : top + height, left : left + width] = tile
-    return _save_atomically(Image.fromarray(canvas), path)
+    return save_png(Image.fromarray(canvas), path)
 
 
 def save_retrieval_grid(path, queries, results, is_match=None, scores=None, scale=2, border=3,
@@ -118,4 +118,4 @@ def save_retrieval_grid(path, queries, results, is_match=None, scores=None, scal
             canvas.paste(Image.fromarray(tile), (x + border, y + border))
             if score is not None:
                 draw.text((x + 2, y + height + 2 * border), score, fill=(0, 0, 0))
-    return _save_atomically(canvas, path)
+    return save_png(canvas, path)

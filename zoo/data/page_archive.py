@@ -63,11 +63,11 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from zoo.atomic import atomic_file, write_json
 from zoo.data.merchant_marks import draw_instance, make_identity
 
 __all__ = [
@@ -836,31 +836,12 @@ def _query_name(spec, query_index):
     return f"queries/query-{query_index:0{max(3, len(str(spec.num_queries - 1)))}d}.png"
 
 
-def _write_atomically(path, write):
-    """write(file object) into a temporary file beside `path`, then move it into place."""
-    folder, name = os.path.split(path)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def _write_image(path, image, format, **options):
     from PIL import Image
 
     pixels = Image.fromarray(np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), mode="L")
-    _write_atomically(path, lambda stream: pixels.save(stream, format=format, **options))
-
-
-def _write_json(path, value):
-    _write_atomically(
-        path, lambda stream: stream.write((json.dumps(value, indent=1) + "\n").encode())
-    )
+    with atomic_file(path) as stream:
+        pixels.save(stream, format=format, **options)
 
 
 def _write_page(spec, out_dir, page_index):
@@ -949,7 +930,7 @@ def write_page_archive(
     }
     os.makedirs(out_dir, exist_ok=True)
     _check_existing(out_dir, identity)
-    _write_json(os.path.join(out_dir, "spec.json"), identity)
+    write_json(os.path.join(out_dir, "spec.json"), identity, indent=1)
     os.makedirs(os.path.join(out_dir, "pages"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "queries"), exist_ok=True)
 
@@ -1002,5 +983,5 @@ def write_page_archive(
         {"path": _query_name(spec, q), "identity": query_identity(spec, q), "hidden": hidden[q]}
         for q in range(spec.num_queries)
     ]
-    _write_json(os.path.join(out_dir, "truth.json"), truth)
+    write_json(os.path.join(out_dir, "truth.json"), truth, indent=1)
     return truth

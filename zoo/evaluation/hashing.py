@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from zoo.atomic import atomic_file
+
 from zoo.hashing import fit_itq, fit_lsh, fit_pcah
 
 TOP = 1000
@@ -188,10 +190,9 @@ def plot_precision_curves(results, path):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    temporary = path + ".tmp.png"
-    figure.savefig(temporary, dpi=110)
+    with atomic_file(path) as stream:
+        figure.savefig(stream, format="png", dpi=110)
     plt.close(figure)
-    os.replace(temporary, path)
     return path
 
 
@@ -217,10 +218,8 @@ def run_hashing_evaluation(names, data_dir=None, num_queries=1000, seed=0, out_d
     os.makedirs(folder, exist_ok=True)
     stem = "_".join(names) if len(names) <= 3 else f"{len(names)}_models"
     results["figure"] = plot_precision_curves(results, os.path.join(folder, f"{stem}.png"))
-    temporary = os.path.join(folder, f"{stem}.json.tmp")
-    with open(temporary, "w") as handle:
+    with atomic_file(os.path.join(folder, f"{stem}.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    os.replace(temporary, os.path.join(folder, f"{stem}.json"))
     if record:
         record_hashing(results, command)
     return results

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from zoo.atomic import write_bytes as write_atomically
 from zoo.evaluation.invariance import TRANSFORMS
 
 TITLES = {"rotation": "Rotation", "scale": "Scale", "shift": "Shift"}
@@ -28,17 +29,6 @@ X_LABELS = {"rotation": "rotation angle (degrees; + = counter-clockwise)",
 Y_LABEL = "chance-normalised similarity\n(1 = unchanged encoding, 0 = unrelated images)"
 CSV_COLUMNS = ("corpus", "row", "kind", "setting", "dx", "dy", "mean_similarity",
                "std_similarity", "chance", "normalised_similarity", "normalised_std")
-
-
-def write_atomically(path, data):
-    """Write bytes or text to `path` through a temporary file in the same folder."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-    os.replace(temporary, path)
-    return path
 
 
 def _save_figure(figure, path):

@@ -21,7 +21,8 @@ import dataclasses
 import fcntl
 import json
 import os
-import tempfile
+
+from zoo.atomic import atomic_file
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "reports", "results")
@@ -138,22 +139,10 @@ def locked(directory=None):
 
 
 def _write_atomically(path, document):
-    """Serialise `document` into a temporary file beside `path`, then replace `path` with it;
-    on any error the temporary file is removed and `path` is left as it was."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path),
-                                         prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp makes it private (0600); results are for all
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=1, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+    """Serialise `document` into `path` (zoo.atomic: a failed write leaves `path` as it was)."""
+    with atomic_file(path, "w") as stream:
+        json.dump(document, stream, indent=1, sort_keys=True)
+        stream.write("\n")
 
 
 def record(kind, *records, directory=None):

@@ -39,10 +39,10 @@ import glob
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 
+from zoo.atomic import _fsync_directory, atomic_file  # noqa: F401 - atomic_file: this API
 from zoo.weights import sha256_of
 
 FORMAT = "gan-encoder-zoo-index"
@@ -69,39 +69,6 @@ def check_model_name(name):
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-
-def _fsync_directory(directory):
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """Open a temporary file beside `path` for binary writing; on success it is flushed to disk
-    and renamed to `path`; on any error it is removed and `path` is left as it was."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-    _fsync_directory(directory)
 
 
 def write_json(path, data):

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from zoo.atomic import atomic_file
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
@@ -32,9 +33,8 @@ def save_checkpoint(trainer, directory, step, extra=None):
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     header = {"step": int(step), "paths": [_path(v) for v in variables], "extra": extra or {}}
     path = os.path.join(directory, CHECKPOINT_NAME)
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, header=np.array(json.dumps(header)), **arrays)
-    os.replace(temporary, path)
+    with atomic_file(path) as stream:
+        np.savez(stream, header=np.array(json.dumps(header)), **arrays)
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data.corpora import load_corpus
+from zoo.atomic import atomic_file
 from zoo.machine import machine_description
 from zoo.models import get_family
 from zoo.registry import get_corpus, get_entry, read_manifest, write_manifest
@@ -104,9 +105,8 @@ def publish(name, run_dir, command=None):
     os.makedirs(PACKAGE_WEIGHTS_DIR, exist_ok=True)
     weights = os.path.join(run_dir, f"{trained_as}.weights.h5")
     if trained_as == name:
-        temporary = entry.weights_file + ".tmp"
-        shutil.copyfile(weights, temporary)
-        os.replace(temporary, entry.weights_file)
+        with open(weights, "rb") as source_file, atomic_file(entry.weights_file) as stream:
+            shutil.copyfileobj(source_file, stream)
         sha256 = summary["sha256"]
     else:  # the same weights, labelled as this entry's (save_gan_weights writes atomically)
         from zoo.loading import build
@@ -153,9 +153,8 @@ def fit_hash_head(name, bits=None, seed=0, progress=True):
                                   seed=seed, progress=progress)
     seconds = round(time.perf_counter() - started, 1)
     path = entry.hash_head_file
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, **head.to_dict())
-    os.replace(temporary, path)
+    with atomic_file(path) as stream:
+        np.savez(stream, **head.to_dict())
     manifest = read_manifest()
     manifest["models"][name]["hash_head"] = {
         "file": os.path.basename(path), "sha256": sha256_of(path), "bits": head.num_bits,
@@ -180,7 +179,6 @@ def write_golden(name):
     if encoder.image_size != images.shape[1]:
         images = tf.image.resize(images, (encoder.image_size,) * 2, antialias=True).numpy()
     images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-    temporary = golden_path(name) + ".tmp.npz"
-    np.savez(temporary, images=images, embeddings=encoder.encode(images),
-             bits=encoder.hash(images).bits)
-    os.replace(temporary, golden_path(name))
+    with atomic_file(golden_path(name)) as stream:
+        np.savez(stream, images=images, embeddings=encoder.encode(images),
+                 bits=encoder.hash(images).bits)
