@@ -94,8 +94,9 @@ def _smooth_field(seed, count, size, grid, shape=()):
 def _highest(field, fraction):
     """1 where field [N, H, W, 1] is among each image's highest `fraction` of pixels, else 0."""
     flat = tf.reshape(field, [tf.shape(field)[0], -1])
-    pixels = int(np.prod(field.shape[1:])) if field.shape[1:].is_fully_defined() else 4096
-    threshold = tf.math.top_k(flat, max(1, int(round(fraction * pixels)))).values[:, -1]
+    count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(tf.shape(flat)[1], tf.float32)),
+                                  tf.int32))
+    threshold = tf.math.top_k(flat, count).values[:, -1]
     return tf.cast(field >= threshold[:, None, None, None], tf.float32)
 
 
