@@ -47,6 +47,15 @@ def load_hash_head(name):
         return LinearHash.from_dict(dict(stored))
 
 
+def encoder_of(name, discriminator, hash_head=None, precision="float32"):
+    """The Encoder that registered model `name` reads out of `discriminator` (built as
+    `build(name)` builds it, computing in `precision`)."""
+    entry = get_entry(name)
+    family = get_family(entry.family)
+    return Encoder(name, family.build_feature_extractor(discriminator), entry,
+                   hash_head=hash_head, margin=family.margin, precision=precision)
+
+
 def load(name, weights_path=None, with_hash_head=True, precision="float32"):
     """The Encoder of a registered model with its shipped weights and hash head.
 
@@ -63,8 +72,7 @@ def load(name, weights_path=None, with_hash_head=True, precision="float32"):
     _, discriminator = load_gan(name, weights_path, precision)
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
-    encoder = Encoder(name, family.build_feature_extractor(discriminator), entry,
-                      hash_head=hash_head, margin=family.margin, precision=precision)
+    encoder = encoder_of(name, discriminator, hash_head, precision)
     if with_hash_head and hash_head is None and family.hash_head == "sign":
         # A binarisation that does not depend on the weights (BinGAN's signs) is always there.
         encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))

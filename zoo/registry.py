@@ -36,8 +36,6 @@ CORPORA = {
                             "subsets": ["images_background_small1", "images_background_small2"]},
     # BinGAN trains on the 60,000 training images; the hashing protocol (zoo evaluate hashing)
     # queries 1,000 seeded images of all 70,000 against the other 69,000.
-    # One model for both archives (issue 18): the 2,000 merchant marks twice beside Omniglot's
-    # 4,840 background characters, so each archive gives about half the training images.
     "fashion_mnist_train": {"kind": "fashion_mnist", "split": "train"},
     "fashion_mnist_all": {"kind": "fashion_mnist", "split": "all"},
     # CIFAR-10 from the python archive at a path you give (--data-dir); never downloaded.
@@ -190,22 +188,22 @@ SKETCH_CONTRASTIVE_RECIPE = SKETCH_PLUS_RECIPE.replace(lambda_gan=0.0, iteration
 _CONTRASTIVE_DESCRIPTION = ("the sketch-GAN+ network (pooled multi-layer read-out, PCA "
                             "whitening; 256-d) trained by its contrastive task alone, without "
                             "the generator, for 10,000 steps")
-for _suffix, _corpus, _on in (
-        ("merchant", "merchant_train", "procedural merchant marks"),
-        ("omniglot", "omniglot_background", "Omniglot background_small1 + small2 (no labels)"),
-        ("joint", "merchant_and_omniglot",
+_OMNIGLOT_LICENCE = "MIT (weights trained by this project; Omniglot, MIT licence)"
+for _suffix, _corpus, _eval_corpus, _on, _licence in (
+        ("merchant", "merchant_train", "merchant_eval", "procedural merchant marks",
+         ModelEntry.licence),
+        ("omniglot", "omniglot_background", "omniglot_background",
+         "Omniglot background_small1 + small2 (no labels)", _OMNIGLOT_LICENCE),
+        ("joint", "merchant_and_omniglot", "merchant_eval",
          "procedural merchant marks and Omniglot background_small1 + small2 together (one "
-         "model for both archives; no labels)")):
+         "model for both archives; no labels)", _OMNIGLOT_LICENCE)):
     register(ModelEntry(
         name=f"sketch_contrastive_{_suffix}",
         description=f"{_CONTRASTIVE_DESCRIPTION}, on {_on}",
         family="sketch_gan_plus", architecture=SKETCH_PLUS_ARCHITECTURE,
-        corpus=_corpus, eval_corpus="merchant_eval" if _suffix != "omniglot"
-        else "omniglot_background", recipe=SKETCH_CONTRASTIVE_RECIPE,
+        corpus=_corpus, eval_corpus=_eval_corpus, recipe=SKETCH_CONTRASTIVE_RECIPE,
         paper=SKETCH_PAPER + "; the contrastive recipe: this project (MODELS.md, issue 18)",
-        licence="MIT (weights trained by this project" + (
-            ")" if _suffix == "merchant" else "; Omniglot, MIT licence)"),
-        code_head=SKETCH_PLUS_CODE_HEAD,
+        licence=_licence, code_head=SKETCH_PLUS_CODE_HEAD,
     ))
 
 # BinGAN. The paper-sized retrieval configuration (CIFAR-10, 3 channels, widths 96/192, the

@@ -91,7 +91,8 @@ HAND_AND_SCAN = (
 )
 _ALL_HAND_AND_SCAN = tuple((field, value) for field, value, _ in HAND_AND_SCAN)
 _SHORT_CHANGES = (
-    *((f"+ {label}", field.split("_")[0], ((field, value),)) for field, value, label in HAND_AND_SCAN),
+    *((f"+ {label}", field.split("_")[0], ((field, value),))
+      for field, value, label in HAND_AND_SCAN),
     ("+ all five hand-and-scan augmentations", "hand_and_scan", _ALL_HAND_AND_SCAN),
     ("+ batch 256 instead of 64", "batch256", (("batch_size", 256),)),
 )

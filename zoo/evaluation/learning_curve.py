@@ -38,19 +38,16 @@ def snapshots(run_dir):
 def snapshot_encoder(name, path, training_images):
     """The registered model `name`'s encoder with the discriminator weights of `path`,
     calibrated on `training_images` when its family calibrates."""
-    from zoo.encoder import Encoder
-    from zoo.loading import build
+    from zoo.loading import build, encoder_of
     from zoo.models import get_family
     from zoo.registry import get_entry
 
-    entry = get_entry(name)
-    family = get_family(entry.family)
+    family = get_family(get_entry(name).family)
     _, discriminator = build(name)
     discriminator.load_weights(path)
     if family.calibrate is not None:
         family.calibrate(discriminator, training_images)
-    return Encoder(name, family.build_feature_extractor(discriminator), entry,
-                   margin=family.margin)
+    return encoder_of(name, discriminator)
 
 
 def curve_points(name, run_dir, training_images, evaluation, progress=print, label=None):

@@ -84,10 +84,9 @@ class StopOnNaN(keras.callbacks.Callback):
                                      f"checkpoint is kept. Try the stable recipe.")
 
 
-class Snapshots(keras.callbacks.Callback):
-    """Keeps the discriminator's weights every `every` steps as
-    `directory/step_NNNNNN.weights.h5`, for learning curves of the encoder's quality
-    (`zoo evaluate curve`). Written to a temporary file and renamed."""
+class _EveryNSteps(keras.callbacks.Callback):
+    """Calls `at_step(step)` after every `every`-th generator update, counting from
+    `initial_step` (a resumed run keeps the cadence of one never interrupted)."""
 
     def __init__(self, directory, every, initial_step=0):
         super().__init__()
@@ -98,21 +97,27 @@ class Snapshots(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.step % self.every == 0:
-            os.makedirs(self.directory, exist_ok=True)
-            path = os.path.join(self.directory, f"step_{self.step:06d}.weights.h5")
-            temporary = path[:-len(".weights.h5")] + ".tmp.weights.h5"
-            self.model.discriminator.save_weights(temporary)
-            os.replace(temporary, path)
+            self.at_step(self.step)
 
 
-class SampleGrid(keras.callbacks.Callback):
+class Snapshots(_EveryNSteps):
+    """Keeps the discriminator's weights every `every` steps as
+    `directory/step_NNNNNN.weights.h5`, for learning curves of the encoder's quality
+    (`zoo evaluate curve`). Written to a temporary file and renamed (Keras takes a path)."""
+
+    def at_step(self, step):
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"step_{step:06d}.weights.h5")
+        temporary = path[:-len(".weights.h5")] + ".tmp.weights.h5"
+        self.model.discriminator.save_weights(temporary)
+        os.replace(temporary, path)
+
+
+class SampleGrid(_EveryNSteps):
     """Writes a PNG grid of generated samples from fixed latent vectors every `every` steps."""
 
     def __init__(self, directory, every, initial_step=0, rows=8, columns=8, seed=1234):
-        super().__init__()
-        self.directory = directory
-        self.every = every
-        self.step = initial_step
+        super().__init__(directory, every, initial_step)
         self.count = rows * columns
         self.rows = rows
         self.seed = seed
@@ -125,10 +130,8 @@ class SampleGrid(keras.callbacks.Callback):
             self.latent = rng.standard_normal((self.count, self.model.latent_dim)).astype(
                 np.float32)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step % self.every == 0:
-            self.write(f"step_{self.step:06d}.png")
+    def at_step(self, step):
+        self.write(f"step_{step:06d}.png")
 
     def write(self, name):
         images = self.model.generator(self.latent, training=False).numpy()

@@ -186,9 +186,9 @@ class ContrastiveGANTrainer(GANTrainer):
                          recipe.shift_pixels, recipe.stroke_probability)
         if not recipe.hand_and_scan:
             return images
-        return hand_and_scan_augment(images, tf.random.experimental.stateless_fold_in(seed, 1), recipe.elastic_pixels,
-                                     recipe.shear, recipe.break_fraction,
-                                     recipe.blur_probability, recipe.ink_noise)
+        return hand_and_scan_augment(
+            images, tf.random.experimental.stateless_fold_in(seed, 1), recipe.elastic_pixels,
+            recipe.shear, recipe.break_fraction, recipe.blur_probability, recipe.ink_noise)
 
     def _contrastive_step(self, real_images):
         """D (encoder and projection head) trained on NT-Xent alone; the generator idles."""
