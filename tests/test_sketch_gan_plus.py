@@ -186,6 +186,38 @@ def test_nt_xent_on_hand_computed_cases():
     # Every view the same: the positive is one of 2N - 1 equal candidates.
     same = np.ones((4, 5), np.float32)
     assert float(training.nt_xent(same, same, 0.1)) == pytest.approx(math.log(7), rel=1e-5)
+    # Extra negatives join every view's denominator: one orthogonal to all views adds a 0 logit,
+    # one equal to the first item adds 1/t to that item's two views only.
+    padded = np.pad(views, ((0, 0), (0, 1)))
+    orthogonal, alike = np.eye(4, dtype=np.float32)[3:], np.eye(4, dtype=np.float32)[:1]
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 5))
+    assert float(training.nt_xent(padded, padded, t, orthogonal)) == pytest.approx(
+        expected, rel=1e-5)
+    first = -math.log(math.exp(1 / t) / (2 * math.exp(1 / t) + 4))
+    expected = (2 * first + 4 * -math.log(math.exp(1 / t) / (math.exp(1 / t) + 5))) / 6
+    assert float(training.nt_xent(padded, padded, t, alike)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_fake_negatives_put_the_generated_batch_into_the_contrastive_loss():
+    """With fake_negatives the NT-Xent of a step depends on the generator's output; without,
+    it does not (the same real batch, views and weights)."""
+    images = make_corpus(num_identities=4, instances_per_identity=2, seed=3).images[:8]
+
+    def con_loss(fake_negatives, generator_seed):
+        tf.keras.utils.set_random_seed(0)
+        discriminator = sketch_gan_plus.build_gan(**TINY)[1]
+        tf.keras.utils.set_random_seed(generator_seed)
+        generator = sketch_gan_plus.build_gan(**TINY)[0]
+        recipe = SketchGANPlusRecipe(latent_dim=4, precision="float32",
+                                     fake_negatives=fake_negatives, learning_rate=1e-12)
+        trainer = training.ContrastiveGANTrainer(generator, discriminator, recipe)
+        trainer.compile(keras.optimizers.Adam(1e-12), keras.optimizers.Adam(1e-12))
+        return float(trainer.train_step(tf.constant(images))["con_loss"])
+
+    assert con_loss(False, 1) == pytest.approx(con_loss(False, 2), rel=1e-6)
+    with_fakes = con_loss(True, 1)
+    assert with_fakes > con_loss(False, 1)  # more negatives, larger denominator
+    assert with_fakes != pytest.approx(con_loss(True, 2), rel=1e-6)
 
 
 def test_training_logs_the_contrastive_loss_resumes_and_calibrates(tmp_path):
@@ -258,6 +290,7 @@ def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
     ({"bogus": 1}, "Unknown recipe keys"),
     ({"elastic_pixels": -1.0}, "elastic_pixels"),
     ({"break_fraction": 1.0}, "break_fraction < 1"),
+    ({"fake_negatives": 1, "lambda_gan": 0.0}, "fake_negatives needs the generator"),
 ])
 def test_recipe_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):

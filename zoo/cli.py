@@ -106,7 +106,8 @@ def cmd_evaluate_curve(args):
         if not separator or not name or not run_dir:
             raise ValueError(f"Expected NAME=RUN_DIR (a registered model and its run folder), "
                              f"got {item!r}.")
-        runs[f"{name} ({os.path.basename(os.path.normpath(run_dir))})"] = (name, run_dir)
+        folder = os.path.basename(os.path.normpath(run_dir))
+        runs[name if folder == name else f"{name} ({folder})"] = (name, run_dir)
     curves = run_curve(runs, data_dir=args.data_dir, corpus=args.corpus)
     figure, csv_path = save_curves(curves, args.out, args.title)
     print(f"wrote {figure} and {csv_path}")

@@ -301,7 +301,33 @@ def _ablation_section():
     for trained_on, record in records.items():
         lines += ["", f"Command: `{record['command']}` (short runs: {record['steps']} steps)", "",
                   format_table({"trained_on": trained_on, "rows": record["rows"]})]
-        lines += _gan_contribution(record)
+        lines += _gan_contribution(record) + _generated_negatives_and_noise(record)
+    return lines
+
+
+def _generated_negatives_and_noise(record):
+    """Issue 18's use for the generator (its images as extra negatives) against the rows with
+    and without the GAN, and how far one short row moves with another seed."""
+    from zoo.evaluation.ablation import COLUMNS, FAKE_NEGATIVES, SEED_PAIR
+
+    rows = {row["label"]: row["metrics"] for row in record["rows"]}
+    lines = []
+    if all(label in rows for label in FAKE_NEGATIVES):
+        negatives, with_gan, alone = (rows[label] for label in FAKE_NEGATIVES)
+        lines += ["", "*Generated images as extra negatives* (issue 18: a use for the "
+                  "generator; every real view's NT-Xent also pushes away the generated batch's "
+                  "projections, `fake_negatives=1`), " + "; ".join(
+                      f"{column} {_fmt_metric(column, negatives[column])} (with the GAN as "
+                      f"shipped {_fmt_metric(column, with_gan[column])}, without it "
+                      f"{_fmt_metric(column, alone[column])})" for column in COLUMNS
+                      if column in negatives and column in with_gan and column in alone) + "."]
+    if all(label in rows for label in SEED_PAIR):
+        first, second = (rows[label] for label in SEED_PAIR)
+        lines += ["", "*Noise between seeds*: the same short run with seed 1 instead of 0 "
+                  "moves " + ", ".join(
+                      f"{column} by {_fmt_metric(column, abs(second[column] - first[column]))}"
+                      for column in COLUMNS if column in first and column in second)
+                  + "; read smaller differences between short rows as noise."]
     return lines
 
 

@@ -171,6 +171,8 @@ class SketchGANPlusRecipe(Recipe):
     # Weight of the GAN loss in D's; 0: no generator, no real/fake loss (the contrastive task
     # alone, the "what does the GAN add?" row of issue 18), as BinGANPlusRecipe.lambda_gan.
     lambda_gan: float = 1.0
+    # The generated batch's projections as extra negatives in the NT-Xent (needs the GAN).
+    fake_negatives: bool = False
     # How two hands and two scans differ, beyond the affine and stroke-width changes above
     # (zoo.training.sketch_gan_plus.hand_and_scan_augment; issue 18). Each is off at 0.
     elastic_pixels: float = 0.0  # smooth displacement of up to this many pixels
@@ -197,6 +199,10 @@ class SketchGANPlusRecipe(Recipe):
         if self.d_steps != 1:
             raise ValueError("sketch-GAN+ recipes update D and G once a step (d_steps must be 1).")
         object.__setattr__(self, "augment", bool(self.augment))
+        object.__setattr__(self, "fake_negatives", bool(self.fake_negatives))
+        if self.fake_negatives and not (self.lambda_gan > 0 and self.lambda_con > 0):
+            raise ValueError("fake_negatives needs the generator and the contrastive task: "
+                             "set lambda_gan > 0 and lambda_con > 0, or fake_negatives=0.")
         for field in ("rotation_degrees", "scale_range", "shift_pixels", "lambda_con",
                       "lambda_gan"):
             if not getattr(self, field) >= 0:

@@ -32,10 +32,15 @@ Rows, in order, each adding one change to the row before it unless it says other
     pooling over four shifted and scaled views;
 23. row 19's recipe on both archives together (one model for both: the shipped
     sketch_contrastive_joint, the same row in both tables);
-24. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03).
+24. the shipped weights whitened with a lower floor (eps 0.001; the shipped floor is 0.03);
+25. row 8 with the generated batch as extra negatives in the NT-Xent (issue 18: a use for the
+    generator), read against rows 8 and 9;
+26. row 9 again with seed 1 (how far two seeds of one short run differ: the noise level of
+    rows 5-16);
+27. row 19 twice as long (20,000 steps; issue 18's curve was still falling at 10,000).
 
-Rows 5-16 are short runs (`ABLATION_STEPS`) of the registered recipe with one field changed, rows
-18-19 full-length and longer ones; `zoo evaluate ablation --train` trains any that
+Rows 5-16, 25 and 26 are short runs (`ABLATION_STEPS`) of the registered recipe with one field
+changed, rows 18, 19 and 27 full-length and longer ones; `zoo evaluate ablation --train` trains any that
 runs/ablation/ does not hold yet (seed 0).
 """
 
@@ -79,6 +84,14 @@ _WITH_GAN_FULL = Row("sketch-GAN+ shipped recipe (full length)", "sketch_gan_plu
 _ALONE_FULL = Row("the contrastive task alone, full length (the recipe's 2,500 steps)",
                   "sketch_gan_plus", "encoder", "contrastive_only_full", (("lambda_gan", 0),),
                   steps=None)
+
+# Issue 18: a use for the generator (read against both rows above), and the short row's noise.
+_FAKE_NEGATIVES = Row(f"the contrastive task with the GAN, {ABLATION_STEPS} steps, whitened, + "
+                      "generated images as extra negatives", "sketch_gan_plus",
+                      "pooled_whitened", "contrastive_fake_negatives", (("fake_negatives", 1),))
+_ALONE_SHORT_SEED_1 = Row(f"{_ALONE_SHORT.label}, seed 1 instead of 0", "sketch_gan_plus",
+                          "pooled_whitened", "contrastive_only_seed1",
+                          (("lambda_gan", 0), ("seed", 1)))
 
 # Issue 18: one change each to the contrastive task alone at the short length (_ALONE_SHORT),
 # so each is read against that row: how two hands and two scans differ, then a larger batch.
@@ -131,12 +144,20 @@ ROWS = (
         "encoder", model="sketch_contrastive_joint"),
     Row("the shipped weights, whitening floor eps 0.001 instead of 0.03", "sketch_gan_plus",
         "pooled_whitened", epsilon=0.001),
+    _FAKE_NEGATIVES,
+    _ALONE_SHORT_SEED_1,
+    Row("the contrastive task alone, 8x longer (20,000 steps)", "sketch_gan_plus", "encoder",
+        "contrastive_only_20k", (("lambda_gan", 0),), steps=20_000),
 )
 
 # (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
 # add?" sentences.
 GAN_PAIRS = ((_WITH_GAN_SHORT.label, _ALONE_SHORT.label, f"{ABLATION_STEPS} steps"),
              (_WITH_GAN_FULL.label, _ALONE_FULL.label, "full length"))
+# (the generated-negatives row, the GAN row it changes, the row without the GAN) and (one short
+# row, the same with another seed) for MODELS.md's sentences on them.
+FAKE_NEGATIVES = (_FAKE_NEGATIVES.label, _WITH_GAN_SHORT.label, _ALONE_SHORT.label)
+SEED_PAIR = (_ALONE_SHORT.label, _ALONE_SHORT_SEED_1.label)
 
 
 # Test-time pooling: the image and small shifts and scales of it (the transforms of the

@@ -7,7 +7,8 @@ Each step:
 2. Discriminator loss = lambda_gan x GAN loss on view 1 vs the augmented fakes (non-saturating,
    as in sketch-GAN; the same augmentation on both sides, so D cannot tell real from fake by it)
    + lambda_con x NT-Xent between the projections of the two real views (SimCLR, Chen et al.
-   2020; in a discriminator as in ContraD, Jeong & Shin 2021).
+   2020; in a discriminator as in ContraD, Jeong & Shin 2021); with `fake_negatives` the fakes'
+   projections are extra negatives of every real view (issue 18: a use for the generator).
 3. Generator loss = non-saturating loss on its augmented batch (gradients flow through the
    differentiable augmentation, as in DiffAugment, Zhao et al. 2020).
 
@@ -151,13 +152,18 @@ def hand_and_scan_augment(images, seed, elastic_pixels=0.0, shear=0.0, break_fra
     return tf.cast(tf.clip_by_value(out, 0.0, 1.0), dtype)
 
 
-def nt_xent(first, second, temperature):
+def nt_xent(first, second, temperature, negatives=None):
     """SimCLR's normalized temperature-scaled cross-entropy over 2N views (first[i] and
-    second[i] are the positives; every other view in the batch is a negative)."""
+    second[i] are the positives; every other view in the batch is a negative). `negatives`
+    [M, D], when given, are extra negatives of every view (generated images, issue 18)."""
     views = tf.math.l2_normalize(tf.cast(tf.concat([first, second], 0), tf.float32), axis=1)
     count = tf.shape(first)[0]
     logits = tf.matmul(views, views, transpose_b=True) / temperature
     logits = logits - 1e9 * tf.eye(2 * count)  # a view is not its own negative
+    if negatives is not None:
+        negatives = tf.math.l2_normalize(tf.cast(negatives, tf.float32), axis=1)
+        logits = tf.concat([logits, tf.matmul(views, negatives, transpose_b=True) / temperature],
+                           1)
     targets = tf.concat([tf.range(count) + count, tf.range(count)], 0)
     return tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
@@ -215,11 +221,12 @@ class ContrastiveGANTrainer(GANTrainer):
         fake = self._augment(generated, 3)
         with tf.GradientTape() as tape:
             real_logits, real_projection, _ = self.discriminator(first, training=True)
-            fake_logits, _, _ = self.discriminator(fake, training=True)
+            fake_logits, fake_projection, _ = self.discriminator(fake, training=True)
             d_loss = _bce_with_logits(real_logits, 1.0) + _bce_with_logits(fake_logits, 0.0)
             if recipe.lambda_con > 0:
                 _, second_projection, _ = self.discriminator(second, training=True)
-                con_loss = nt_xent(real_projection, second_projection, recipe.temperature)
+                con_loss = nt_xent(real_projection, second_projection, recipe.temperature,
+                                   fake_projection if recipe.fake_negatives else None)
             else:
                 con_loss = tf.constant(0.0)
             total = recipe.lambda_gan * d_loss + recipe.lambda_con * con_loss
