@@ -141,6 +141,23 @@ def test_models_md_reads_the_generated_negatives_and_seed_rows(results_dir):
     assert "moves one-shot error by 2.0%, Omniglot P@8 by 0.000, merchant P@8 by 0.030" in text
 
 
+def test_new_rows_are_measured_and_the_recorded_ones_kept_in_table_order(results_dir):
+    metrics = {"one-shot error": 0.3, "Omniglot P@8": 0.5, "merchant P@8": 0.8,
+               "merchant R@1": 0.97}
+    first, second, third = ablation.ROWS[:3]
+    ablation.record({"trained_on": "merchant", "steps": 400, "rows": [
+        {"label": row.label, "command": "old", "metrics": metrics} for row in (first, third)]})
+    assert ablation.new_rows("merchant", ablation.ROWS[:3]) == (second,)
+    assert ablation.new_rows("omniglot", ablation.ROWS[:3]) == ablation.ROWS[:3]
+    fresh = {"trained_on": "merchant", "steps": 400, "skipped": [], "rows": [
+        {"label": label, "command": "new", "metrics": {**metrics, "merchant P@8": 0.9}}
+        for label in (second.label, first.label)]}
+    merged = ablation.with_recorded_rows(fresh, ablation.ROWS[:3])
+    assert [row["label"] for row in merged["rows"]] == [first.label, second.label, third.label]
+    # A row measured now replaces its recorded value; the others stand as recorded.
+    assert [row["command"] for row in merged["rows"]] == ["new", "new", "old"]
+
+
 def test_test_time_pooling_averages_the_views_embeddings(measured):
     runs, results = measured
     encoder = results["flatten"][0]

@@ -119,10 +119,15 @@ def cmd_evaluate_curve(args):
 
 
 def cmd_evaluate_ablation(args):
-    from zoo.evaluation.ablation import format_table, record, run_ablation
+    from zoo.evaluation.ablation import (ROWS, format_table, new_rows, record, run_ablation,
+                                         with_recorded_rows)
 
+    rows = new_rows(args.trained_on) if args.new_rows else ROWS
+    print(f"measuring {len(rows)} of {len(ROWS)} rows")
     result = run_ablation(args.trained_on, runs_dir=args.runs_dir, train=args.train,
-                          data_dir=args.data_dir)
+                          data_dir=args.data_dir, rows=rows)
+    if args.new_rows:
+        result = with_recorded_rows(result)
     print(format_table(result))
     for skipped in result["skipped"]:
         print(f"not measured (no run yet): {skipped['label']}; train it with "
@@ -550,6 +555,9 @@ def build_parser():
     kind.add_argument("--trained-on", required=True, choices=["merchant", "omniglot"])
     kind.add_argument("--runs-dir", help="short ablation runs (default runs/ablation/TRAINED_ON)")
     kind.add_argument("--train", action="store_true", help="train the runs not there yet")
+    kind.add_argument("--new-rows", action="store_true",
+                      help="measure only the rows the recorded table lacks and keep the "
+                           "recorded ones (a row's weights and protocol do not change)")
     kind.add_argument("--data-dir", help="folder holding the Omniglot zips")
     kind.add_argument("--record", action="store_true",
                       help="record the table as results (reports/results/; MODELS.md)")

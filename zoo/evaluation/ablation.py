@@ -257,9 +257,33 @@ def train_command(name, row, runs_dir):
     return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
 
 
+def recorded_rows(trained_on):
+    """{label: recorded row} of the ablation table recorded for `trained_on` (empty if none)."""
+    from zoo.evaluation import results
+
+    record = results.read("ablation").get(trained_on, {})
+    return {row["label"]: row for row in record.get("rows", [])}
+
+
+def new_rows(trained_on, rows=ROWS):
+    """The rows of `rows` that the recorded table for `trained_on` does not hold yet."""
+    recorded = recorded_rows(trained_on)
+    return tuple(row for row in rows if row.label not in recorded)
+
+
+def with_recorded_rows(result, rows=ROWS):
+    """`result` (a run of some rows) completed with the recorded table's other rows, in the
+    order of `rows`: a row's weights and protocol are fixed, so a recorded row stands."""
+    measured = {row["label"]: row for row in result["rows"]}
+    recorded = recorded_rows(result["trained_on"])
+    return {**result, "rows": [measured.get(row.label) or recorded[row.label] for row in rows
+                               if row.label in measured or row.label in recorded]}
+
+
 def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROWS,
                  progress=print):
-    """Measure every row for encoders trained on `trained_on` ("merchant" or "omniglot").
+    """Measure every row of `rows` for encoders trained on `trained_on` ("merchant" or
+    "omniglot").
 
     Short runs live in runs_dir (default runs/ablation/<trained_on>); with `train`, missing
     ones are trained first. Returns {"trained_on", "rows": [{label, command, metrics}],
