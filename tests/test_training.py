@@ -89,6 +89,21 @@ def test_killed_cli_run_resumes_from_its_checkpoint(tmp_path):
     assert summary["recipe"]["iterations"] == killed_at + 2
 
 
+def test_a_resumed_run_drops_log_rows_past_its_checkpoint(tmp_path):
+    """A run killed after logging step 6 but before checkpointing it resumes from step 4: the
+    row for 6 goes, so the resumed run logs 6 once."""
+    from zoo.training.train import truncate_log
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,d_loss\n2,0.5\n4,0.4\n6,0.3\n")
+    truncate_log(str(log), 4)
+    assert log.read_text() == "step,d_loss\n2,0.5\n4,0.4\n"
+    truncate_log(str(log), 0)  # a restart keeps only the header
+    assert log.read_text() == "step,d_loss\n"
+    truncate_log(str(tmp_path / "missing.csv"), 4)  # no log yet: nothing to do
+    assert not (tmp_path / "missing.csv").exists()
+
+
 def test_batchnorm_reestimation_uses_real_data_statistics(small_corpus):
     discriminator = sketch_gan.build_discriminator("sketch")
     reestimate_batchnorm(discriminator, small_corpus.images, batch_size=7)

@@ -32,6 +32,19 @@ def batch_dataset(images, batch_size, seed, first_step, last_step):
     return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
+def truncate_log(path, step):
+    """Drop the rows of the run's log.csv after `step` (the checkpoint a run resumes from; 0 for
+    a restart), so that no step is logged twice and none is skipped."""
+    if not os.path.exists(path):
+        return
+    from zoo.atomic import write_text
+
+    lines = open(path, encoding="utf-8").read().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    if len(kept) < len(lines):
+        write_text(path, "".join(kept))
+
+
 def validate_training_images(images, batch_size, image_shape=(64, 64, 1)):
     images = np.asarray(images)
     image_shape = tuple(image_shape)
@@ -75,6 +88,9 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
         first_step, extra = load_checkpoint(trainer, out_dir)
     elif os.path.exists(os.path.join(out_dir, "checkpoint.npz")):
         os.remove(os.path.join(out_dir, "checkpoint.npz"))
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "log.csv")
+    truncate_log(log_path, first_step)
     steps_per_epoch = recipe.checkpoint_every
     if first_step < recipe.iterations:
         if wrapper.batch_dataset is not None:
@@ -83,8 +99,10 @@ def train_gan(generator, discriminator, images, recipe, out_dir, resume=True, pr
             dataset = batch_dataset(images, images_per_step, recipe.seed, first_step,
                                     recipe.iterations)
         checkpoint = Checkpoint(out_dir, steps_per_epoch, extra.get("train_seconds", 0.0))
-        callbacks = [StopOnNaN(), *extra_callbacks, checkpoint,
-                     StepLogger(os.path.join(out_dir, "log.csv"), steps_per_epoch),
+        # The log row first, then the checkpoint: a run killed between the two leaves a row
+        # past its checkpoint, which truncate_log drops when the run resumes.
+        callbacks = [StopOnNaN(), *extra_callbacks, StepLogger(log_path, steps_per_epoch),
+                     checkpoint,
                      SampleGrid(os.path.join(out_dir, "samples"), recipe.sample_every, first_step),
                      Snapshots(os.path.join(out_dir, "snapshots"), recipe.sample_every,
                                first_step)]
