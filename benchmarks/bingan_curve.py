@@ -34,9 +34,9 @@ import time
 
 import numpy as np
 
-from zoo.evaluation.hashing import (TOP, average_precision_stable, baseline_codes,
+from zoo.apps.evaluation.hashing import (TOP, average_precision_stable, baseline_codes,
                                     hamming_matrix, split_queries)
-from zoo.evaluation.plots import write_atomically
+from zoo.apps.evaluation.plots import write_atomically
 
 # The port fixes of issue 14 and how to undo each: (make_trainer / build_gan keyword, value).
 UNDO = {"adam": ("adam", "keras"), "dropout": ("dropout_passes", "shared"),
@@ -134,8 +134,8 @@ def save_plot(path, rows, baselines, title):
 
 def record_curve(summary, report, note):
     """Record a curve summary as the "bingan_curve" result named by its report's file name
-    (zoo.evaluation.results; MODELS.md); return the file it went to."""
-    from zoo.evaluation import results
+    (zoo.apps.evaluation.results; MODELS.md); return the file it went to."""
+    from zoo.apps.evaluation import results
 
     return results.record("bingan_curve", {
         "curve": os.path.basename(report),

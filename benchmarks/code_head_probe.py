@@ -36,7 +36,7 @@ def main(argv=None):
 
     import zoo
     from zoo.data.corpora import load_corpus
-    from zoo.evaluation.retrieval import retrieval_metrics
+    from zoo.apps.evaluation.retrieval import retrieval_metrics
     from zoo.hashing import fit_itq
     from zoo.machine import machine_description
     from zoo.registry import get_corpus
@@ -89,7 +89,7 @@ def main(argv=None):
             head = train_code_head(embeddings, views[:, :recipe.views], recipe)
             row(f"{label} {json.dumps(changes)}", head, time.perf_counter() - tick)
     if args.record:
-        from zoo.evaluation import results
+        from zoo.apps.evaluation import results
 
         path = results.record("code_head_probe", *(
             {"model": name, "command": command, "machine": machine, **record}

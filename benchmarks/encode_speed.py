@@ -143,7 +143,7 @@ def retrieval(encoders, corpus_name):
     """({key: {"P@8", "R@1"}} on the corpus, the smallest cosine between the paths'
     embeddings of the same image)."""
     from zoo.data.corpora import load_corpus
-    from zoo.evaluation.retrieval import retrieval_metrics
+    from zoo.apps.evaluation.retrieval import retrieval_metrics
     from zoo.registry import get_corpus
 
     corpus = load_corpus(get_corpus(corpus_name))
@@ -157,7 +157,7 @@ def retrieval(encoders, corpus_name):
 
 
 def main(argv=None):
-    from zoo.evaluation.speed import command_line
+    from zoo.apps.evaluation.speed import command_line
     from zoo.loading import load
     from zoo.machine import machine_description
     from zoo.precision import native_bfloat16
@@ -220,7 +220,7 @@ def main(argv=None):
                 for key, value in scores.items())
                 + f"; smallest cosine between the paths {record['retrieval']['min_cosine']:.5f}")
     if args.record:
-        from zoo.evaluation.speed import record
+        from zoo.apps.evaluation.speed import record
 
         print(f"recorded: {record('encode', results, command)}")
 

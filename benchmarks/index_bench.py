@@ -6,7 +6,7 @@
 `search`: random 64-bit codes; queries/s of a numpy scan (zoo.hashing.hamming_distances, the
 baseline), faiss's exact IndexBinaryFlat (raw, and through the index's tie-exact searcher) and
 the approximate IndexBinaryHNSW at a few search breadths, with the approximate recall@k
-measured against the exact result (tie-aware, see zoo.index.search.recall_at_k).
+measured against the exact result (tie-aware, see zoo.apps.index.search.recall_at_k).
 
 `build`: writes `--count` PNG files (merchant marks of zoo.data.merchant_marks, 2,000 distinct
 drawings repeated) into a temporary folder, measures the stages on a sample (decode +
@@ -26,7 +26,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from zoo.evaluation.speed import command_line, machine_and_load  # noqa: E402 (after the env)
+from zoo.apps.evaluation.speed import command_line, machine_and_load  # noqa: E402 (after the env)
 
 
 def _rate(count, seconds):
@@ -51,7 +51,7 @@ class _Timer:
 def bench_search(count, k, num_queries, threads, neighbours=32, ef_construction=64, seed=0):
     import faiss
 
-    from zoo.index.search import (ApproximateHamming, ExactHamming, numpy_hamming_search,
+    from zoo.apps.index.search import (ApproximateHamming, ExactHamming, numpy_hamming_search,
                                   recall_at_k)
 
     faiss.omp_set_num_threads(threads)
@@ -143,7 +143,7 @@ def _stage_rates(paths, model, precision):
     import zoo
     from zoo.data.images import load_image_folder
     from zoo.data.preprocess_tf import decode_and_preprocess_tf
-    from zoo.index.preprocess import load_image_numpy
+    from zoo.apps.index.preprocess import load_image_numpy
 
     encoder = zoo.load(model, precision=precision)
     rates = {}
@@ -182,7 +182,7 @@ def bench_build(count, model, sample, chunk_size, workers, keep=None, precision=
                 record=None):
     """Time `zoo index build` of `count` files; `record`: the command line, to keep the result
     as the speed report index_build (reports/results/speed.json)."""
-    from zoo.index import Index
+    from zoo.apps.index import Index
     from zoo.precision import resolve
 
     precision = resolve(precision)
@@ -213,7 +213,7 @@ def bench_build(count, model, sample, chunk_size, workers, keep=None, precision=
               f"(two otherwise idle cores: at best {2000 / cpu_ms:.0f} images/s)")
         print(f"machine after: {machine_and_load()}")
         if record:
-            from zoo.evaluation import speed
+            from zoo.apps.evaluation import speed
 
             result = {"model": model, "precision": precision, "count": len(index),
                       "seconds": timer.wall, "images_per_s": rate,

@@ -3,7 +3,7 @@ strides.
 
     python -m benchmarks.locate_bench --pages 10 --strides 0.25 0.5
 
-Each page (zoo.locating.make_search_page: procedural merchant marks drawn dark on grainy
+Each page (zoo.apps.locating.make_search_page: procedural merchant marks drawn dark on grainy
 paper, default 1000 x 800 px, 8 marks) hides one mark; the query is another drawing of its
 identity. For each encoder it prints, for the ink regions (the default search) and for the
 grid at each stride, the hit rate (best box IoU > 0.5 with the mark's ink box), the seconds
@@ -27,7 +27,7 @@ class RawPixelEncoder:
 
     def encode(self, images, batch_size=None):
         from zoo.encoder import validate_images
-        from zoo.evaluation.retrieval import raw_pixel_embeddings
+        from zoo.apps.evaluation.retrieval import raw_pixel_embeddings
 
         return raw_pixel_embeddings(validate_images(images, size=self.image_size))
 
@@ -45,7 +45,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import zoo
-    from zoo.locating import box_iou, locate, make_search_page
+    from zoo.apps.locating import box_iou, locate, make_search_page
     from zoo.machine import machine_description
 
     pages = [make_search_page(args.height, args.width, args.marks, target=seed % args.marks,

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from zoo.evaluation.hashing import (average_precision_stable, baseline_codes, hamming_matrix,
+from zoo.apps.evaluation.hashing import (average_precision_stable, baseline_codes, hamming_matrix,
                                     split_queries)
 
 PROTOCOLS = {"mAP@1000": 1000, "mAP@10000": 10000, "mAP (whole database)": None}
@@ -85,7 +85,7 @@ def main(argv=None):
     os.replace(temporary, args.out)
     print(f"wrote {args.out} ({document['seconds']:.0f} s)")
     if args.record:
-        from zoo.evaluation import results
+        from zoo.apps.evaluation import results
 
         path = results.record("map_protocols", {**document, "corpus": "fashion_mnist_all",
                                                 "command": document["command"] + " --record"})

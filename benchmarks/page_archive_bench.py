@@ -59,7 +59,7 @@ def instances(truth, pages):
 
 def recall(ranked, hidden, k=10):
     """ranked: {query: [(page, box), ...] best first}; -> hits / hidden marks."""
-    from zoo.proposals import box_iou
+    from zoo.apps.proposals import box_iou
 
     found = total = 0
     for query, marks in hidden.items():
@@ -71,7 +71,7 @@ def recall(ranked, hidden, k=10):
 
 
 def build_index(paths, out, model):
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     record = f"{out}.timing.json"
     if os.path.exists(os.path.join(out, "manifest.json")) and os.path.exists(record):
@@ -128,10 +128,10 @@ def baseline(encoder, paths, queries, hidden, subset):
     """recall@10 and seconds a page on `subset` pages: exhaustive grid vs ink regions (model)
     vs ink regions (raw pixels)."""
     from zoo.data.images import decode_image
-    from zoo.evaluation.retrieval import raw_pixel_embeddings
-    from zoo.index.encoding import prepare_query
-    from zoo.index.regions import region_images
-    from zoo.locating import _box_sides, encode_grid
+    from zoo.apps.evaluation.retrieval import raw_pixel_embeddings
+    from zoo.apps.index.encoding import prepare_query
+    from zoo.apps.index.regions import region_images
+    from zoo.apps.locating import _box_sides, encode_grid
 
     size = encoder.image_size
     query_images = np.stack([prepare_query(query, size) for query in queries])
@@ -182,7 +182,7 @@ def baseline(encoder, paths, queries, hidden, subset):
 def simulate(out, pages, regions_per_page, model_info, queries, index_like, seed=0):
     """Write a region index of synthetic codes and embeddings at `pages` pages, then time
     searches of the real queries (encoded with the real model) against it."""
-    from zoo.index import Index, store
+    from zoo.apps.index import Index, store
 
     rng = np.random.default_rng(seed)
     if not os.path.exists(os.path.join(out, "manifest.json")):
@@ -315,7 +315,7 @@ def main(argv=None):
 
     report["max_resident_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-    from zoo.index.store import write_json
+    from zoo.apps.index.store import write_json
     write_json(args.report, report)
     print(f"\nreport: {args.report}")
 

@@ -54,7 +54,7 @@ def _latencies_ms(function, images, requests):
 
 def main(argv=None):
     from benchmarks.common import parser, start, test_images
-    from zoo.evaluation.speed import command_line, machine_and_load, record
+    from zoo.apps.evaluation.speed import command_line, machine_and_load, record
 
     arguments = parser(__doc__)
     arguments.add_argument("--seconds", type=float, default=5.0,

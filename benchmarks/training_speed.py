@@ -113,7 +113,7 @@ def op_profile(step, batch, top=8):
 
 
 def main(argv=None):
-    from zoo.evaluation.speed import command_line
+    from zoo.apps.evaluation.speed import command_line
     from zoo.machine import machine_description
 
     parser = argparse.ArgumentParser(description=__doc__,
@@ -155,7 +155,7 @@ def main(argv=None):
                 for operation, kind, ms in slowest:
                     print(f"  {ms:7.1f} ms  {kind:32s} {operation[-80:]}")
     if args.record:
-        from zoo.evaluation import speed
+        from zoo.apps.evaluation import speed
 
         print(f"recorded: {speed.record('training', result, command)}")
 

@@ -71,7 +71,7 @@ def write_archive(folder, num_identities, instances_per_identity, seed=0):
 def build_archive_index(workdir, items, models=(MODEL,), seed=0):
     """(index path, image paths) of a generated archive of `items` files under `workdir`,
     built once and reused."""
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     instances = 5
     identities = -(-items // instances)
@@ -145,7 +145,7 @@ def measure_http(base, queries, k, as_the_page=False):
 
 
 def measure_browser(base, query_paths, k):
-    from zoo.web.browser import launch_chromium
+    from zoo.apps.web.browser import launch_chromium
 
     timings, first_hits = [], []
     with launch_chromium() as browser:
@@ -178,10 +178,10 @@ def main(argv=None):
                         help="also time upload -> grid drawn in headless Chromium")
     args = parser.parse_args(argv)
 
-    from zoo.index import Index
+    from zoo.apps.index import Index
     from zoo.machine import machine_description
-    from zoo.web.app import one_thread_per_query
-    from zoo.web.uploads import decode_upload
+    from zoo.apps.web.app import one_thread_per_query
+    from zoo.apps.web.uploads import decode_upload
 
     index_path, paths = build_archive_index(args.workdir, args.items)
     rng = np.random.default_rng(0)

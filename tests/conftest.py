@@ -21,9 +21,9 @@ def rng():
 
 @pytest.fixture()
 def results_dir(tmp_path, monkeypatch):
-    """An empty results folder for the test: every `zoo.evaluation.results` record and read
+    """An empty results folder for the test: every `zoo.apps.evaluation.results` record and read
     (MODELS.md's rendering included) goes there instead of reports/results/."""
-    from zoo.evaluation import results
+    from zoo.apps.evaluation import results
 
     folder = tmp_path / "results"
     monkeypatch.setattr(results, "RESULTS_DIR", str(folder))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from zoo.evaluation import ablation
-from zoo.evaluation.oneshot import load_runs
-from zoo.evaluation.retrieval import l2_normalise
+from zoo.apps.evaluation import ablation
+from zoo.apps.evaluation.oneshot import load_runs
+from zoo.apps.evaluation.retrieval import l2_normalise
 from zoo.loading import load_gan
 
 
@@ -85,8 +85,8 @@ def test_missing_runs_are_skipped_with_their_command(tmp_path):
 
 
 def test_recorded_ablation_appears_in_models_md(results_dir):
-    from zoo import model_cards
-    from zoo.evaluation import results
+    from zoo.apps import model_cards
+    from zoo.apps.evaluation import results
 
     metrics = {"one-shot error": 0.25, "Omniglot P@8": 0.5, "merchant P@8": 0.75}
     path = ablation.record({"trained_on": "omniglot", "steps": 400,
@@ -100,7 +100,7 @@ def test_recorded_ablation_appears_in_models_md(results_dir):
 
 
 def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(results_dir):
-    from zoo import model_cards
+    from zoo.apps import model_cards
 
     with_gan = {"one-shot error": 0.30, "Omniglot P@8": 0.5, "merchant P@8": 0.8,
                 "merchant R@1": 0.97}
@@ -124,7 +124,7 @@ def test_models_md_says_what_the_gan_adds_from_the_recorded_rows(results_dir):
 
 
 def test_models_md_reads_the_generated_negatives_and_seed_rows(results_dir):
-    from zoo import model_cards
+    from zoo.apps import model_cards
 
     base = {"one-shot error": 0.30, "Omniglot P@8": 0.5, "merchant P@8": 0.8,
             "merchant R@1": 0.97}
@@ -163,7 +163,7 @@ def test_test_time_pooling_averages_the_views_embeddings(measured):
     encoder = results["flatten"][0]
     pooled = ablation._pooled_over_views(encoder)
     images = runs[0].test_images[:3]
-    from zoo.evaluation.invariance import apply_transform
+    from zoo.apps.evaluation.invariance import apply_transform
 
     views = [images] + [apply_transform(t, images, s) for t, s in ablation.TEST_TIME_VIEWS]
     expected = l2_normalise(sum(encoder.encode(v) for v in views))

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import zoo
-from zoo.beam_pipeline import (SHARD_PATTERN, SavedModelHandler, encode_files, read_errors,
+from zoo.apps.beam_pipeline import (SHARD_PATTERN, SavedModelHandler, encode_files, read_errors,
                                read_shards)
-from zoo.cli import main
+from zoo.apps.cli import main
 from zoo.data.images import load_image
 from zoo.data.merchant_marks import make_corpus
 

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 import zoo
-from zoo.beam_pipeline import (SHARD_PREFIX, _ProposeRegions, load_shards, read_errors,
+from zoo.apps.beam_pipeline import (SHARD_PREFIX, _ProposeRegions, load_shards, read_errors,
                                read_region_shards, write_shard)
-from zoo.cli import main
-from zoo.index import Index
-from zoo.index import regions as region_search
-from zoo.locating import make_search_page
-from zoo.proposals import ProposalSettings, box_iou
+from zoo.apps.cli import main
+from zoo.apps.index import Index
+from zoo.apps.index import regions as region_search
+from zoo.apps.locating import make_search_page
+from zoo.apps.proposals import ProposalSettings, box_iou
 
 MODEL = "sketch_gan_plus_merchant"
 PAGES = 3
@@ -141,7 +141,7 @@ def test_an_index_from_the_shards_searches_like_the_in_process_one(archive, shar
 
 
 def test_an_interrupted_ingestion_resumes(shards, in_process, tmp_path, monkeypatch):
-    from zoo.index import store
+    from zoo.apps.index import store
 
     output, _ = shards
     out = str(tmp_path / "resumed.idx")
@@ -207,7 +207,7 @@ def _rewrite_shards(folder, names=None, **changes):
 def test_embedding_shards_become_an_index_of_images(archive, in_process, tmp_path):
     """`zoo beam encode`'s shard format (written here by its own shard writer) -> an ordinary
     index: each page, as one image, found by its own encoding."""
-    from zoo.index.encoding import LocalEncoder, prepare_query
+    from zoo.apps.index.encoding import LocalEncoder, prepare_query
 
     encoder = LocalEncoder(MODEL)
     paths = [page["path"] for page in archive["pages"]]

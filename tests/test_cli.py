@@ -6,14 +6,14 @@ import sys
 import numpy as np
 import pytest
 
-from zoo.cli import main
-from zoo.evaluation import results as stored_results
-from zoo.evaluation.run import RAW_PIXELS, evaluate_retrieval
+from zoo.apps.cli import main
+from zoo.apps.evaluation import results as stored_results
+from zoo.apps.evaluation.run import RAW_PIXELS, evaluate_retrieval
 from zoo.registry import REGISTRY
 
 
 def test_zoo_list_prints_every_model_without_tensorflow():
-    code = ("import sys; from zoo.cli import main; main(['list']); "
+    code = ("import sys; from zoo.apps.cli import main; main(['list']); "
             "assert 'tensorflow' not in sys.modules, 'zoo list imported TensorFlow'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)

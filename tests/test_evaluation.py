@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zoo.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
+from zoo.apps.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
 
 
 def test_metrics_on_a_hand_computed_ranking():
@@ -54,7 +54,7 @@ def test_bad_evaluation_input():
 def test_query_grids_draw_the_drawings_as_dark_ink_on_light_paper(tmp_path):
     from PIL import Image
 
-    from zoo.evaluation.run import save_query_grid
+    from zoo.apps.evaluation.run import save_query_grid
 
     images = np.zeros((3, 16, 16, 1), np.float32)
     images[:, 7:9, :, 0] = 1.0  # one horizontal stroke, as the zoo holds drawings

@@ -419,7 +419,7 @@ def test_zoo_export_command_writes_a_version_saved_model_cli_can_read(tmp_path, 
     import subprocess
     import sys
 
-    from zoo.cli import main
+    from zoo.apps.cli import main
 
     assert main(["export", "thin_gan_merchant", "--out", str(tmp_path), "--version", "3"]) == 0
     path = tmp_path / "thin_gan_merchant" / "3"

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from zoo.evaluation.hashing import (
+from zoo.apps.evaluation.hashing import (
     average_precision_stable,
     average_precision_tie_aware,
     baseline_codes,

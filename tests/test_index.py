@@ -1,4 +1,4 @@
-"""The archive index (zoo.index): search equal to brute force, build / add / resume, crash
+"""The archive index (zoo.apps.index): search equal to brute force, build / add / resume, crash
 safety, refusal of corrupt and foreign indexes, the CLI, encoding through a server."""
 
 import _thread
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.index import Index
-from zoo.index import store
-from zoo.index.preprocess import preprocess_numpy
-from zoo.index.search import (ApproximateHamming, ApproximateInnerProduct, ExactHamming,
+from zoo.apps.index import Index
+from zoo.apps.index import store
+from zoo.apps.index.preprocess import preprocess_numpy
+from zoo.apps.index.search import (ApproximateHamming, ApproximateInnerProduct, ExactHamming,
                               ExactInnerProduct, numpy_hamming_search,
                               numpy_inner_product_search, recall_at_k)
 
@@ -54,7 +54,7 @@ def run_python(code, timeout=180):
 def test_numpy_preprocessing_matches_the_tensorflow_ops(small_corpus):
     from zoo.data import preprocess_tf
     from zoo.data.images import preprocess
-    from zoo.index import preprocess as numpy_preprocess
+    from zoo.apps.index import preprocess as numpy_preprocess
 
     assert numpy_preprocess.MIN_INK == preprocess_tf.MIN_INK
     assert numpy_preprocess.NO_INK_MESSAGE == preprocess_tf.NO_INK_MESSAGE
@@ -318,7 +318,7 @@ def test_a_write_killed_before_the_manifest_leaves_the_previous_index(archive, t
                 os.kill(os.getpid(), signal.SIGKILL)
             real_replace(source, destination)
         os.replace = replace
-        from zoo.index import Index
+        from zoo.apps.index import Index
         Index.open({out!r}).add({folder!r}, progress=False)
     """)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
@@ -404,7 +404,7 @@ def test_corrupt_and_foreign_indexes_are_refused(built, tmp_path):
 
 
 def test_cli_build_add_search_and_grid(archive, tmp_path, capsys):
-    from zoo.cli import main
+    from zoo.apps.cli import main
 
     folder = str(tmp_path / "scans")
     paths = write_archive(folder, archive["corpus"], 0, 6)

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from zoo.evaluation import invariance, plots
-from zoo.evaluation.invariance import InvarianceProtocol, RawPixelEncoder, measure_invariance
-from zoo.evaluation.report import write_report
+from zoo.apps.evaluation import invariance, plots
+from zoo.apps.evaluation.invariance import InvarianceProtocol, RawPixelEncoder, measure_invariance
+from zoo.apps.evaluation.report import write_report
 
 TINY = InvarianceProtocol(num_samples=4, num_chance_pairs=50, rotation_degrees=(-5.0, 0.0, 5.0),
                           scale_factors=(0.9, 1.0), shift_pixels=(-1, 0, 1), batch_size=8)
@@ -95,7 +95,7 @@ def test_figures_hold_the_returned_numbers(small_corpus, tmp_path):
 
 
 def test_paper_claims_compare_sketch_and_thin_on_the_same_corpus():
-    from zoo.evaluation.report import paper_claims
+    from zoo.apps.evaluation.report import paper_claims
 
     summary = {"merchant_train": {
         "sketch_gan_merchant": {"rotation": 0.8, "scale": 0.3, "shift": 0.2},
@@ -116,8 +116,8 @@ def test_paper_claims_compare_sketch_and_thin_on_the_same_corpus():
 def test_numbers_are_recorded_as_results_not_in_the_manifest(tmp_path, monkeypatch,
                                                             results_dir):
     import zoo.registry
-    from zoo.evaluation import results
-    from zoo.evaluation.report import record_invariance, record_oneshot
+    from zoo.apps.evaluation import results
+    from zoo.apps.evaluation.report import record_invariance, record_oneshot
 
     monkeypatch.setattr(zoo.registry, "MANIFEST_PATH", str(tmp_path / "manifest.json"))
     shipped = {"models": {"thin_gan_merchant": {"sha256": "x"}}}

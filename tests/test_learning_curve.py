@@ -5,9 +5,9 @@ import pytest
 
 from zoo.data.corpora import LabelledImages
 from zoo.data.merchant_marks import make_corpus
-from zoo.evaluation import learning_curve
-from zoo.evaluation.ablation import COLUMNS
-from zoo.evaluation.oneshot import load_runs
+from zoo.apps.evaluation import learning_curve
+from zoo.apps.evaluation.ablation import COLUMNS
+from zoo.apps.evaluation.oneshot import load_runs
 from zoo.training.run import train_model
 
 
@@ -66,7 +66,7 @@ def test_a_run_without_snapshots_is_refused_with_what_writes_them(tmp_path):
 
 
 def test_recorded_curves_are_a_result_named_after_the_figure(results_dir, tmp_path):
-    from zoo.evaluation import results
+    from zoo.apps.evaluation import results
 
     curves = {"run": [{"step": 2, "one-shot error": 0.5, "Omniglot P@8": 0.1,
                        "merchant P@8": 0.2, "merchant R@1": 0.3}]}

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import zoo
-from zoo.cli import main
-from zoo.locating import (NO_MATCH, box_iou, draw_locate, make_search_page,
+from zoo.apps.cli import main
+from zoo.apps.locating import (NO_MATCH, box_iou, draw_locate, make_search_page,
                           non_max_suppression)
 
 

@@ -68,7 +68,7 @@ def test_identities_vary_in_composition_and_use_the_whole_vocabulary():
 
 
 def test_shared_parts_counts_common_names():
-    from zoo.evaluation.retrieval import shared_parts
+    from zoo.apps.evaluation.retrieval import shared_parts
 
     assert shared_parts(("staff", "orb", "w_foot"), ("orb", "staff", "heart")) == 2
     assert shared_parts(("staff",), ("heart",)) == 0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.evaluation import oneshot
-from zoo.evaluation.invariance import RawPixelEncoder
+from zoo.apps.evaluation import oneshot
+from zoo.apps.evaluation.invariance import RawPixelEncoder
 
 
 def test_modified_hausdorff_distance_by_hand():
@@ -85,7 +85,7 @@ def test_error_rate_and_missing_zip(tmp_path):
 
 
 def test_evaluate_oneshot_writes_numbers_and_report(tmp_path):
-    from zoo.evaluation.report import evaluate_oneshot, write_report
+    from zoo.apps.evaluation.report import evaluate_oneshot, write_report
 
     _write_tiny_run(tmp_path / "all_runs.zip", answer=[1, 2, 0])
     result = evaluate_oneshot("thin_gan_merchant", data_dir=str(tmp_path), out_dir=str(tmp_path))

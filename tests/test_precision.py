@@ -81,7 +81,7 @@ def test_an_index_keeps_its_precision_for_adding_and_queries(tmp_path):
     import zoo
     from zoo.data.images import load_image
     from zoo.data.merchant_marks import make_corpus
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     corpus = make_corpus(num_identities=4, instances_per_identity=2, seed=11)
     folder = str(tmp_path / "scans")

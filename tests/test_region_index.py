@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.cli import main
-from zoo.index import Index, store
-from zoo.index import regions as region_search
-from zoo.locating import make_search_page
-from zoo.proposals import ProposalSettings, box_iou, propose_regions, region_crops
+from zoo.apps.cli import main
+from zoo.apps.index import Index, store
+from zoo.apps.index import regions as region_search
+from zoo.apps.locating import make_search_page
+from zoo.apps.proposals import ProposalSettings, box_iou, propose_regions, region_crops
 
 MODEL = "sketch_gan_plus_merchant"
 PAGES = 4
@@ -204,10 +204,10 @@ def test_corrupt_blank_and_oversized_pages_are_reported_and_skipped(pages, tmp_p
 
 def test_a_large_page_is_searched_downscaled_with_boxes_in_page_pixels(pages, tmp_path,
                                                                        monkeypatch):
-    import zoo.proposals
+    import zoo.apps.proposals
 
     page = pages["pages"][3]
-    monkeypatch.setattr(zoo.proposals, "MAX_WORKING_SIDE", 300)  # the 500 px page is "large"
+    monkeypatch.setattr(zoo.apps.proposals, "MAX_WORKING_SIDE", 300)  # the 500 px page is "large"
     index = Index.build(str(tmp_path / "large.idx"), [page["path"]], models=MODEL,
                         regions=True, progress=False)
     best = index.search(page["query"], k=1)[0]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import model_cards, registry
+from zoo import registry
+from zoo.apps import model_cards
 from zoo.registry import REGISTRY, shipped_names
 from zoo.training.run import golden_path
 

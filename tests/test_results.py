@@ -1,4 +1,4 @@
-"""zoo.evaluation.results, the one writer of measured results: declared kinds, validation,
+"""zoo.apps.evaluation.results, the one writer of measured results: declared kinds, validation,
 atomic replacement, and the lock that keeps two recording commands from losing each other's
 records."""
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from zoo.evaluation import results, speed
+from zoo.apps.evaluation import results, speed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +76,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_partial_one(results_dir)
 
 WRITER = """
 import sys
-from zoo.evaluation import results
+from zoo.apps.evaluation import results
 name, count, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for index in range(count):
     results.record("oneshot", {"subject": f"{name}{index:03d}", "baseline": True,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from zoo.data.merchant_marks import make_corpus
 from zoo.encoder import Encoder
-from zoo.evaluation.transforms import rotate
+from zoo.apps.evaluation.transforms import rotate
 from zoo.models import sketch_gan_plus
 from zoo.training import sketch_gan_plus as training
 from zoo.recipes import SketchGANPlusRecipe

@@ -11,9 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 import zoo
-from zoo.cli import main
+from zoo.apps.cli import main
 from zoo.loading import load_gan
-from zoo.transferring import (Archive, format_report, load_archive, record_transfer,
+from zoo.apps.transferring import (Archive, format_report, load_archive, record_transfer,
                               scored_images, transfer, transfer_recipe)
 from zoo.recipes import PAPER
 
@@ -39,7 +39,7 @@ def transferred(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("transfer")
     archive = write_archive(root / "new_archive", make_corpus(16, 4, seed=21))  # 64 images
-    # zoo.transfer, the package-level entry point, stays callable beside zoo.transferring.
+    # zoo.transfer, the package-level entry point, stays callable beside zoo.apps.transferring.
     result = zoo.transfer(BASE, str(archive), steps=2, out=str(root / "models"),
                           run_dir=str(root / "run"), recipe_changes=TINY, progress=False)
     return types.SimpleNamespace(root=root, archive=archive, result=result,
@@ -231,8 +231,8 @@ def test_flat_folders_have_no_labels_and_singletons_are_not_scored(tmp_path, sma
 
 
 def test_recorded_transfer_appears_in_models_md(transferred, results_dir):
-    from zoo import model_cards
-    from zoo.evaluation import results
+    from zoo.apps import model_cards
+    from zoo.apps.evaluation import results
 
     command = "zoo transfer sketch_gan_merchant new_archive --steps 2 --record"
     record_transfer(transferred.result.report, command)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zoo.evaluation.transforms import rotate, scale, shift
+from zoo.apps.evaluation.transforms import rotate, scale, shift
 
 
 def impulse(row, column, size=64):

@@ -1,4 +1,4 @@
-"""The search page's HTTP API (zoo/web/app.py) over a real index, through a real server.
+"""The search page's HTTP API (zoo/apps/web/app.py) over a real index, through a real server.
 
 A small generated archive (8 merchant marks x 4 drawings, PNG files with a metadata.csv) is
 indexed with sketch_gan_merchant and thin_gan_merchant; `create_app` is served by uvicorn on
@@ -26,7 +26,7 @@ MODELS = ("sketch_gan_merchant", "thin_gan_merchant")
 MAX_UPLOAD = 256 * 1024
 MAX_PIXELS = 4_000_000
 PAGE_MODEL = "sketch_gan_plus_merchant"
-# (seed, hidden mark) of zoo.locating.make_search_page: 500 x 400 pages of 4 marks each
+# (seed, hidden mark) of zoo.apps.locating.make_search_page: 500 x 400 pages of 4 marks each
 PAGES = ((20, 0), (21, 1), (23, 3), (25, 1))
 
 
@@ -34,7 +34,7 @@ def write_pages(folder):
     """Write the PAGES as page photographs (PNG, dark ink on grainy paper) in `folder`/pages
     and a query for each (another drawing of its hidden mark, dark on white) in `folder`:
     -> [(page path, query path, the hidden mark's ink box (x, y, w, h))]."""
-    from zoo.locating import make_search_page
+    from zoo.apps.locating import make_search_page
 
     os.makedirs(os.path.join(folder, "pages"), exist_ok=True)
     written = []
@@ -51,7 +51,7 @@ def write_pages(folder):
 def build_page_index(root):
     """write_pages in `root` and a region index of them: {"root", "index", "pages": [(page id,
     query path, truth box)]}."""
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     written = write_pages(str(root))
     index = Index.build(str(root / "pages.idx"), str(root / "pages"), models=(PAGE_MODEL,),
@@ -63,7 +63,7 @@ def build_page_index(root):
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     root = tmp_path_factory.mktemp("web_api")
     paths = write_archive(str(root / "archive"), num_identities=8, instances_per_identity=4,
@@ -87,7 +87,7 @@ def pages(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_server(pages):
-    from zoo.web.app import create_app, start_server
+    from zoo.apps.web.app import create_app, start_server
 
     base, stop = start_server(create_app(pages["index"], name="pages.idx", page_size=3))
     yield base
@@ -96,7 +96,7 @@ def page_server(pages):
 
 @pytest.fixture(scope="module")
 def server(archive):
-    from zoo.web.app import create_app, start_server
+    from zoo.apps.web.app import create_app, start_server
 
     app = create_app(archive["index"], name="archive.idx", max_upload_bytes=MAX_UPLOAD,
                      max_pixels=MAX_PIXELS, page_size=6)
@@ -298,10 +298,10 @@ def test_no_path_traversal(server, archive):
 
 
 def test_locate_finds_an_archive_item_and_a_boxed_mark_on_a_page(server, archive, monkeypatch):
-    import zoo.web.app
+    import zoo.apps.web.app
 
     # a 480 x 360 photograph, searched at half size (as a large one is at LOCATE_MAX_SIDE)
-    monkeypatch.setattr(zoo.web.app, "LOCATE_MAX_SIDE", 240)
+    monkeypatch.setattr(zoo.apps.web.app, "LOCATE_MAX_SIDE", 240)
     mark = np.asarray(Image.open(archive["paths"][17]).convert("L").resize((128, 128)))
     page = np.full((360, 480), 232, np.uint8)
     page += np.random.default_rng(0).integers(0, 12, page.shape, dtype=np.uint8)
@@ -396,7 +396,7 @@ def test_region_index_info_and_pages(page_server, pages):
 
 
 def test_a_mark_finds_its_page_first_with_its_box(page_server, pages):
-    from zoo.proposals import box_iou
+    from zoo.apps.proposals import box_iou
 
     for page_id, query, truth in pages["pages"]:
         status, answer = api(page_server, "/api/search?k=4", read(query))
@@ -438,7 +438,7 @@ def test_a_box_on_an_uploaded_page_photograph_finds_that_page(page_server, pages
 
 
 def test_a_box_drawn_on_an_indexed_page_finds_that_page_first(page_server, pages):
-    from zoo.proposals import box_iou
+    from zoo.apps.proposals import box_iou
 
     for page_id, query, _ in pages["pages"]:
         box = pages["index"].search(query, k=1)[0].box

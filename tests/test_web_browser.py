@@ -26,7 +26,7 @@ ARTIFACTS = os.environ.get("ZOO_TEST_ARTIFACTS") or os.path.join(
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     root = tmp_path_factory.mktemp("web_browser")
     paths = write_archive(str(root / "archive"), num_identities=8, instances_per_identity=4,
@@ -39,7 +39,7 @@ def archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(archive):
-    from zoo.web.app import create_app, start_server
+    from zoo.apps.web.app import create_app, start_server
 
     base, stop = start_server(create_app(archive["index"], name="archive.idx",
                                          max_upload_bytes=256 * 1024))
@@ -49,7 +49,7 @@ def server(archive):
 
 @pytest.fixture(scope="module")
 def browser():
-    from zoo.web.browser import launch_chromium
+    from zoo.apps.web.browser import launch_chromium
 
     with launch_chromium() as chromium:
         yield chromium
@@ -63,7 +63,7 @@ def page_archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_server(page_archive):
-    from zoo.web.app import create_app, start_server
+    from zoo.apps.web.app import create_app, start_server
 
     base, stop = start_server(create_app(page_archive["index"], name="pages.idx"))
     yield base
@@ -230,7 +230,7 @@ def test_narrow_screen_has_no_sideways_scrolling(browser, server, archive):
 
 
 def test_page_photograph_box_search_and_locate(page, archive, tmp_path):
-    from zoo.locating import synthetic_page
+    from zoo.apps.locating import synthetic_page
 
     chosen = (1, 9, 22)
     marks = [1.0 - np.asarray(Image.open(archive["paths"][i]), np.float32) / 255 for i in chosen]

@@ -1,5 +1,5 @@
 import sys
 
-from zoo.cli import main
+from zoo.apps.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ An entry is data: architecture family and keyword arguments, training corpus, re
 What ships with the weights and how they were made (sha256, hash head, training command, time
 and machine) lives in zoo/weights/manifest.json beside the weights files, written by `zoo
 publish` and `zoo hash-head`; what was measured with them lives apart, in reports/results/
-(zoo.evaluation.results). Architecture code never reads either.
+(zoo.apps.evaluation.results). Architecture code never reads either.
 """
 
 import dataclasses
@@ -18,7 +18,7 @@ from zoo.weights import PACKAGE_WEIGHTS_DIR
 
 MANIFEST_PATH = os.path.join(PACKAGE_WEIGHTS_DIR, "manifest.json")
 # What the manifest holds for each shipped model: the weights and their provenance, nothing
-# measured (measured results: zoo.evaluation.results).
+# measured (measured results: zoo.apps.evaluation.results).
 SHIPPED_FIELDS = ("file", "sha256", "hash_head", "trained_with", "train_seconds", "machine")
 
 BINGAN_PAPER = ("Zieba, Semberecki, El-Gaaly & Trzcinski, BinGAN: Learning Compact Binary "
@@ -125,7 +125,7 @@ def write_manifest(manifest):
     if extra:
         raise ValueError(f"Expected the weights manifest to hold only models' "
                          f"{', '.join(SHIPPED_FIELDS)}; got {', '.join(extra)}. Measured "
-                         f"results are recorded with zoo.evaluation.results.")
+                         f"results are recorded with zoo.apps.evaluation.results.")
     write_json(MANIFEST_PATH, manifest, indent=2, sort_keys=True)
 
 

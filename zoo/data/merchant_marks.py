@@ -14,7 +14,7 @@ more importantly, *measured* anywhere without a download:
 
 That gives retrieval ground truth for free: two images of the same identity are an exact match,
 and two identities that share parts (both have a sign of four, both stand on an orb) are
-visually similar (`zoo.evaluation.retrieval.shared_parts` counts how similar).
+visually similar (`zoo.apps.evaluation.retrieval.shared_parts` counts how similar).
 
 Drawing works on polylines in normalised coordinates (x to the right, y *down*; the staff starts
 at y = 0 and runs down two units or so, its parts are a few tenths of a unit wide). An instance densifies the polylines, wobbles and

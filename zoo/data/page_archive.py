@@ -1,6 +1,6 @@
 """A synthetic archive of page photographs with ground truth: where is this mark in the archive?
 
-`zoo.locating.make_search_page` asks "where on this page is the mark?". A historian asks a
+`zoo.apps.locating.make_search_page` asks "where on this page is the mark?". A historian asks a
 harder question of a whole archive: "on which pages does this mark appear, and where?". This
 module generates an archive to measure that: many page photographs, a set of query marks, and
 for every query the pages and ink boxes where other drawings of its identity are hidden.

@@ -4,8 +4,8 @@ client, search it, and show what retrieval finds next to raw pixels."""
 import os
 
 from zoo.data.corpora import load_corpus
-from zoo.evaluation.retrieval import raw_pixel_embeddings, retrieval_metrics
-from zoo.evaluation.run import save_query_grid
+from zoo.apps.evaluation.retrieval import raw_pixel_embeddings, retrieval_metrics
+from zoo.apps.evaluation.run import save_query_grid
 from zoo.registry import get_corpus
 
 MODEL_CONFIG = """model_config_list {{

@@ -1,6 +1,6 @@
 """Candidate regions of a page photograph, found from its ink: where a mark may be.
 
-A sliding grid of boxes (`zoo.locating`'s exhaustive search) encodes thousands of crops a page,
+A sliding grid of boxes (`zoo.apps.locating`'s exhaustive search) encodes thousands of crops a page,
 most of them blank paper or halves of marks. Marks, characters and words are ink, and ink is
 connected: the connected components of the page's binarised ink, and their merges at a few
 distances, are the few hundred boxes worth encoding. `propose_regions(page)` finds them:
@@ -24,14 +24,14 @@ Each region also carries what the encoder should see: its crop of the flattened 
 the ink of its own component kept (the ink of a neighbour reaching into the box is masked
 out), so a mark is encoded as it would be cropped by hand even on a crowded page
 (`region_crops`). When a page yields no region at all (blank, or one huge blot of ink),
-`zoo.locate` searches its sliding grid instead (`zoo.locating.encode_grid`), which is also the
+`zoo.locate` searches its sliding grid instead (`zoo.apps.locating.encode_grid`), which is also the
 recall reference in `python -m benchmarks.page_archive_bench`.
 
 Large pages: a page whose longer side exceeds `MAX_WORKING_SIDE` pixels is searched on a copy
 downscaled to that side (boxes are reported in the original page's pixels); pages of more than
 `zoo.data.images` decoder's pixel limit are refused when decoded.
 
-    from zoo.proposals import propose_regions, region_crops
+    from zoo.apps.proposals import propose_regions, region_crops
     regions = propose_regions(page)          # Regions(boxes int [M, 4] (x, y, w, h), ...)
     crops = region_crops(regions)            # [M] float32 crops, strokes bright, masked
 """
@@ -240,7 +240,7 @@ def _to_page_pixels(boxes, scale, shape):
 def region_crops(regions):
     """One float32 crop per region (strokes bright on black, at the working scale): the box
     with its padding, only the ink of the region's own component kept. Feed them to
-    `zoo.index.preprocess.preprocess_numpy`."""
+    `zoo.apps.index.preprocess.preprocess_numpy`."""
     ink = regions.ink
     height, width = ink.shape
     crops = []

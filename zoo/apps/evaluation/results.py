@@ -24,8 +24,8 @@ import os
 
 from zoo.atomic import atomic_file
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "reports", "results")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "reports", "results")
 LOCK_NAME = ".lock"
 
 
@@ -78,7 +78,7 @@ _KINDS = (
          "`zoo evaluate curve --record`: the ablation's four columns at every snapshot of "
          "training runs, {run label: [{step, column: value}]}"),
     Kind("speed", ("report",), ("command", "machine", "date"),
-         "the speed benchmarks' `--record` (zoo.evaluation.speed): encode, training, "
+         "the speed benchmarks' `--record` (zoo.apps.evaluation.speed): encode, training, "
          "index_build, serving_MODEL"),
 )
 KINDS = {kind.name: kind for kind in _KINDS}

@@ -1,6 +1,6 @@
 """Search an archive: index its images with the zoo's encoders, then query by example.
 
-    from zoo.index import Index
+    from zoo.apps.index import Index
     idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_gan_merchant",))
     hits = Index.open("my_archive.idx").search("query.png", k=8)
 
@@ -9,6 +9,6 @@
 faiss searchers and their numpy references. `zoo index build|add` and `zoo search` are the CLI.
 """
 
-from zoo.index.index import AddReport, Hit, Index, Item
+from zoo.apps.index.index import AddReport, Hit, Index, Item
 
 __all__ = ["Index", "Item", "Hit", "AddReport"]

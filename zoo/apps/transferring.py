@@ -166,7 +166,7 @@ def _check_run_dir(run_dir, identity, resume):
 
 def _neighbour_overlap(first, second, k=TOP_K):
     """Mean fraction of every item's top-k neighbours that two embeddings share."""
-    from zoo.evaluation.retrieval import rank_neighbours
+    from zoo.apps.evaluation.retrieval import rank_neighbours
 
     first, second = rank_neighbours(first, k), rank_neighbours(second, k)
     return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(first, second)]))
@@ -175,7 +175,7 @@ def _neighbour_overlap(first, second, k=TOP_K):
 def score_retrieval(embeddings, archive, k=TOP_K):
     """{row: P@k, mAP, R@1, R@k} over the labelled images with at least one match, or {}
     when the archive has too few of them (see `scored_images`)."""
-    from zoo.evaluation.retrieval import retrieval_metrics
+    from zoo.apps.evaluation.retrieval import retrieval_metrics
 
     keep = scored_images(archive, k)
     if keep is None:
@@ -219,7 +219,7 @@ def transfer(base, source, steps=500, out="models", name=None, version=None, run
     """
     from zoo import load
     from zoo.encoder import Encoder
-    from zoo.evaluation.retrieval import raw_pixel_embeddings
+    from zoo.apps.evaluation.retrieval import raw_pixel_embeddings
     from zoo.loading import load_gan
     from zoo.machine import machine_description
     from zoo.models import FAMILIES, get_family
@@ -379,9 +379,9 @@ def format_report(report):
 
 def record_transfer(report, command):
     """Record a transfer's report as a "transfer" result keyed by the command that made it
-    (rerunning it replaces the record; zoo.evaluation.results, for MODELS.md); return the file
+    (rerunning it replaces the record; zoo.apps.evaluation.results, for MODELS.md); return the file
     it went to."""
-    from zoo.evaluation import results
+    from zoo.apps.evaluation import results
 
     keys = ("base", "name", "source", "archive", "images", "labels", "scored_images", "steps",
             "recipe", "train_seconds", "machine", "hash_bits", f"neighbour_overlap@{TOP_K}",

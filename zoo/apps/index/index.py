@@ -14,9 +14,9 @@ Every model contributes an L2-normalised embedding (searched by cosine similarit
 IndexFlatIP) and its hash head's binary code (searched by Hamming distance, faiss
 IndexBinaryFlat) per item; `approximate=True` searches HNSW graphs instead (built on first
 use and kept beside the index). The on-disk format and its crash safety are described in
-zoo/index/store.py, the item metadata and the encoding pipeline in zoo/index/encoding.py,
+zoo/apps/index/store.py, the item metadata and the encoding pipeline in zoo/apps/index/encoding.py,
 region indexes of page photographs (items are pages, rows are their candidate regions) and their
-two-stage search in zoo/index/regions.py.
+two-stage search in zoo/apps/index/regions.py.
 """
 
 import dataclasses
@@ -30,18 +30,18 @@ import uuid
 
 import numpy as np
 
-from zoo.index import store
-from zoo.index import regions as region_search
-from zoo.index.encoding import encode_chunks, list_source, make_encoders, prepare_query
-from zoo.index.search import make_searcher, searcher_class
-from zoo.proposals import ProposalSettings
+from zoo.apps.index import store
+from zoo.apps.index import regions as region_search
+from zoo.apps.index.encoding import encode_chunks, list_source, make_encoders, prepare_query
+from zoo.apps.index.search import make_searcher, searcher_class
+from zoo.apps.proposals import ProposalSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("sketch_gan_merchant",)
 DEFAULT_REGION_MODELS = ("sketch_gan_plus_merchant",)  # regions: the encoder to use
 MODES = ("embedding", "hamming")
-GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.index.search defaults)
+GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.apps.index.search defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +160,8 @@ class Index:
         index directory `out_path`, and return it opened.
 
         regions=True: the files are page photographs; every page's candidate regions
-        (zoo.proposals, with `proposals` settings, a ProposalSettings or its JSON dict) are
-        encoded and searches return pages with boxes (zoo/index/regions.py).
+        (zoo.apps.proposals, with `proposals` settings, a ProposalSettings or its JSON dict) are
+        encoded and searches return pages with boxes (zoo/apps/index/regions.py).
 
         Resumable: chunks of `chunk_size` encoded images (default 1024; pages: 16) are kept in
         `out_path`/.pending, so running the same build again after an interruption continues
@@ -192,7 +192,7 @@ class Index:
     @classmethod
     def build_from_shards(cls, out_path, shards, model=None, metadata=None, progress=True,
                           chunk_size=None):
-        """A new index `out_path` from the shards of an Apache Beam run (zoo/beam_pipeline.py,
+        """A new index `out_path` from the shards of an Apache Beam run (zoo/apps/beam_pipeline.py,
         the [beam] extra), returned opened: `zoo beam regions` shards become a region index
         (pages, their regions and proposal settings), `zoo beam encode` shards an index of
         images. `shards`: the run's output folder (its errors-*.jsonl become the report's
@@ -205,7 +205,7 @@ class Index:
         last); rerunning an interrupted one continues it.
         """
         try:
-            from zoo.beam_pipeline import load_shards
+            from zoo.apps.beam_pipeline import load_shards
         except ImportError as error:
             raise ValueError(f"Reading Beam shards needs Apache Beam ({error}); install the "
                              f"extra: pip install -e '.[beam]'.") from None
@@ -375,7 +375,7 @@ class Index:
         A region index returns pages: [PageHit(rank, id, path, score, box, boxes, metadata,
         region)], its regions ranked by Hamming distance and the best `candidates` re-ranked
         by cosine similarity read from disk (candidates=None: an exact scan of every
-        embedding); see zoo/index/regions.py."""
+        embedding); see zoo/apps/index/regions.py."""
         self._check_search(k, mode, offset)
         name = self._model(model)
         embedding, bits = self.encode_query(query, name)
@@ -429,7 +429,7 @@ class Index:
             raise ValueError(f"Expected offset to be a non-negative integer; got {offset!r}.")
 
     def searcher(self, model=None, mode="embedding", approximate=False):
-        """The faiss searcher (zoo.index.search) over `model`'s embeddings or codes, made on
+        """The faiss searcher (zoo.apps.index.search) over `model`'s embeddings or codes, made on
         first use. An approximate searcher's HNSW graph is kept in the index directory, named
         by a digest of the data it was built on, and loaded (after a sha256 check) next time."""
         name = self._model(model)
@@ -726,10 +726,10 @@ SHARD_IMAGE_CHUNK = 16384
 
 
 def _shards_model_record(encoded, model, source):
-    """The index's model record for shards (zoo.beam_pipeline.Shards) encoded by `model` (a
+    """The index's model record for shards (zoo.apps.beam_pipeline.Shards) encoded by `model` (a
     registered zoo model; default the shards' own): the in-process encoder's record, after
     checking that the shards are that model's."""
-    from zoo.index.encoding import LocalEncoder
+    from zoo.apps.index.encoding import LocalEncoder
     from zoo.registry import get_entry
 
     shard_name = encoded.model.rsplit("/", 1)[0]

@@ -3,7 +3,7 @@
 Every row is an encoder trained on one corpus (merchant marks or Omniglot background, no
 labels) and measured four ways in the same run:
 
-- Omniglot 20-way one-shot error (zoo.evaluation.oneshot, the 20 official runs);
+- Omniglot 20-way one-shot error (zoo.apps.evaluation.oneshot, the 20 official runs);
 - Omniglot P@8 (every image of `omniglot_background` against the others);
 - merchant-mark P@8 and R@1 (`merchant_eval`, identities never trained on; R@1 = the query's
   top hit is another drawing of the query's mark, the exact-match rate issue 18 asks for).
@@ -50,8 +50,8 @@ import os
 import keras
 import numpy as np
 
-from zoo.evaluation.oneshot import one_shot_errors
-from zoo.evaluation.retrieval import l2_normalise, retrieval_metrics
+from zoo.apps.evaluation.oneshot import one_shot_errors
+from zoo.apps.evaluation.retrieval import l2_normalise, retrieval_metrics
 
 ABLATION_STEPS = 400
 TRAINED_ON = {"merchant": "merchant_train", "omniglot": "omniglot_background"}
@@ -190,7 +190,7 @@ def pooled_readout(discriminator):
 def _pooled_over_views(encoder):
     """The encoder with test-time pooling: embeddings of the image and of TEST_TIME_VIEWS of it
     averaged, then renormalised."""
-    from zoo.evaluation.invariance import apply_transform
+    from zoo.apps.evaluation.invariance import apply_transform
 
     def encode(images):
         total = encoder.encode(images)
@@ -259,7 +259,7 @@ def train_command(name, row, runs_dir):
 
 def recorded_rows(trained_on):
     """{label: recorded row} of the ablation table recorded for `trained_on` (empty if none)."""
-    from zoo.evaluation import results
+    from zoo.apps.evaluation import results
 
     record = results.read("ablation").get(trained_on, {})
     return {row["label"]: row for row in record.get("rows", [])}
@@ -290,7 +290,7 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
     "skipped": [{label, command}]}.
     """
     from zoo.data.corpora import load_corpus
-    from zoo.evaluation.oneshot import load_runs
+    from zoo.apps.evaluation.oneshot import load_runs
     from zoo.registry import get_corpus
     from zoo.training.run import train_model
 
@@ -342,8 +342,8 @@ def format_table(result):
 
 def record(result):
     """Record the table as the "ablation" result of its archive, replacing the one before it
-    (zoo.evaluation.results; MODELS.md); return the file it went to."""
-    from zoo.evaluation import results
+    (zoo.apps.evaluation.results; MODELS.md); return the file it went to."""
+    from zoo.apps.evaluation import results
 
     return results.record("ablation", {
         "trained_on": result["trained_on"],

@@ -226,10 +226,10 @@ def run_hashing_evaluation(names, data_dir=None, num_queries=1000, seed=0, out_d
 
 
 def record_hashing(results, command):
-    """Record `run_hashing_evaluation`'s `results` (zoo.evaluation.results, for MODELS.md): one
+    """Record `run_hashing_evaluation`'s `results` (zoo.apps.evaluation.results, for MODELS.md): one
     "hashing" record a model (with `command`) and one a baseline method and code length ("LSH,
     16 bits"), each with the protocol it was measured under on results["corpus"]."""
-    from zoo.evaluation import results as stored
+    from zoo.apps.evaluation import results as stored
 
     corpus, protocol = results["corpus"], results["protocol"]
     records = [{**metrics, "corpus": corpus, "subject": name, "baseline": False,

@@ -10,7 +10,7 @@ An item is {"path": absolute path, "metadata": {...}} with metadata
                     `metadata.csv` in the source folder whose `path` column names the image
 
 Images are decoded with the zoo's decoder (`zoo.data.images.decode_image`, any PIL format) and
-prepared with `zoo.index.preprocess.preprocess_numpy` (the zoo's preprocessing) by a small
+prepared with `zoo.apps.index.preprocess.preprocess_numpy` (the zoo's preprocessing) by a small
 thread pool, one chunk ahead of the encoder, so that decoding, preprocessing and encoding
 overlap. Encoding runs in-process (`LocalEncoder`, `zoo.load`) or through a running
 TF-Serving-compatible server (`ServerEncoder`, `serving.client.EncoderClient`); both return
@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from zoo.data.images import decode_image, list_image_files
-from zoo.index.preprocess import preprocess_numpy
+from zoo.apps.index.preprocess import preprocess_numpy
 
 SIDECAR_SUFFIX = ".json"
 METADATA_CSV = "metadata.csv"
@@ -269,7 +269,7 @@ def _prepare_file(path, root, sizes, user_metadata):
 def _prepare_page(path, root, sizes, user_metadata, settings):
     """(item, {size: images [M, S, S]}, warning, boxes [M, 4]) of one page photograph's
     candidate regions, or (None, None, reason, None) when it cannot be used."""
-    from zoo.index.regions import check_page_size, region_images_by_size
+    from zoo.apps.index.regions import check_page_size, region_images_by_size
 
     try:
         check_page_size(path)
@@ -295,7 +295,7 @@ def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None, regions=
     Files of the next chunk are decoded and preprocessed by a thread pool while the current
     chunk is encoded. `errors` are (path, reason) of files that could not be used (corrupt,
     unreadable, blank); they are left out of `items`, never fatal. With `regions` (proposal
-    settings, zoo.proposals.ProposalSettings) each file is a page whose candidate regions are
+    settings, zoo.apps.proposals.ProposalSettings) each file is a page whose candidate regions are
     encoded: the arrays' rows are regions and the region table (int64 [n, 5]: the page's
     position in `items`, x, y, w, h) says whose; without, the table is None.
     """

@@ -4,13 +4,14 @@
 RUN/snapshots/step_NNNNNN.weights.h5. `run_curve` turns each into the encoder it would have
 been had training stopped there (the family's calibration, e.g. sketch-GAN+'s whitening, fitted
 on the training corpus as `zoo publish` does) and measures it on the ablation's four columns
-(zoo.evaluation.ablation.COLUMNS): so "was it still improving?" is answered with the numbers
+(zoo.apps.evaluation.ablation.COLUMNS): so "was it still improving?" is answered with the numbers
 users care about, not with the training loss. `save_curves` writes the PNG and CSV.
 
     zoo evaluate curve sketch_contrastive_merchant=runs/sketch_contrastive_merchant \
         --out reports/learning_curves/issue18 --record
 
-`record_curves` stores them as a `learning_curve` result (zoo.evaluation.results) for MODELS.md.
+`record_curves` stores them as a `learning_curve` result (zoo.apps.evaluation.results) for
+MODELS.md.
 """
 
 import csv
@@ -19,8 +20,8 @@ import io
 import os
 import re
 
-from zoo.evaluation.ablation import COLUMNS, measure
-from zoo.evaluation.plots import _save_figure, write_atomically
+from zoo.apps.evaluation.ablation import COLUMNS, measure
+from zoo.apps.evaluation.plots import _save_figure, write_atomically
 
 SNAPSHOT_PATTERN = re.compile(r"step_(\d+)\.weights\.h5$")
 
@@ -70,7 +71,7 @@ def run_curve(runs, data_dir=None, corpus=None, progress=print):
     CORPORA, for runs made with `zoo train --corpus`).
     """
     from zoo.data.corpora import load_corpus
-    from zoo.evaluation.oneshot import load_runs
+    from zoo.apps.evaluation.oneshot import load_runs
     from zoo.registry import get_corpus, get_entry
 
     empty = [run_dir for _, run_dir in runs.values() if not snapshots(run_dir)]
@@ -115,7 +116,7 @@ def save_curves(curves, out_prefix, title=""):
 
 def record_curves(curves, figure, command):
     """Store curves as the `learning_curve` result named after the figure (OUT of --out)."""
-    from zoo.evaluation import results
+    from zoo.apps.evaluation import results
     from zoo.machine import machine_description
 
     name = os.path.splitext(os.path.basename(figure))[0]

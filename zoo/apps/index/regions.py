@@ -2,8 +2,8 @@
 
 A historian's question is "on which pages does this mark appear, and where?". A region index
 (`Index.build(out, pages, regions=True)`) answers it without sliding a box over every page for
-every query: at build time each page's candidate regions (`zoo.proposals`: connected ink and its
-merges, a few hundred boxes a page at most) are prepared like queries and encoded once; a
+every query: at build time each page's candidate regions (`zoo.apps.proposals`: connected ink and
+its merges, a few hundred boxes a page at most) are prepared like queries and encoded once; a
 search then ranks the regions and groups them by page.
 
 Search works in two stages so that it never needs every float embedding in memory:
@@ -23,7 +23,7 @@ suppressed, best first, as (x, y, w, h, score)).
 
 Pages are decoded with the zoo's decoder; a page of more than `MAX_PAGE_PIXELS` pixels is
 refused (reported and skipped, like a corrupt file); one whose longer side exceeds
-`zoo.proposals.MAX_WORKING_SIDE` is searched on a downscaled copy, boxes still in page pixels.
+`zoo.apps.proposals.MAX_WORKING_SIDE` is searched on a downscaled copy, boxes still in page pixels.
 A page without ink regions (blank) is reported and skipped.
 """
 
@@ -32,8 +32,8 @@ import os
 
 import numpy as np
 
-from zoo.index.preprocess import preprocess_numpy
-from zoo.proposals import non_max_suppression, propose_regions, region_crops
+from zoo.apps.index.preprocess import preprocess_numpy
+from zoo.apps.proposals import non_max_suppression, propose_regions, region_crops
 
 MAX_PAGE_PIXELS = 60_000_000  # 60 megapixels: larger pages are refused
 DEFAULT_CANDIDATES = 4096  # regions re-ranked by their float embeddings
@@ -205,7 +205,7 @@ def save_page_grid(path, hits, query_tile, columns=4, thumb=256):
     from PIL import Image, ImageDraw
 
     from zoo.data.images import decode_image
-    from zoo.index.store import atomic_file
+    from zoo.apps.index.store import atomic_file
 
     if not hits:
         raise ValueError("No hits to draw.")

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from zoo.atomic import write_bytes as write_atomically
-from zoo.evaluation.invariance import TRANSFORMS
+from zoo.apps.evaluation.invariance import TRANSFORMS
 
 TITLES = {"rotation": "Rotation", "scale": "Scale", "shift": "Shift"}
 X_LABELS = {"rotation": "rotation angle (degrees; + = counter-clockwise)",

@@ -30,17 +30,17 @@ that exists is whole. `read_shards(pattern)` reads them back as (paths, embeddin
 row per path (a path written twice by retried work is kept once), and refuses shards of
 different models. The errors are JSON lines {"path": ..., "error": ...}.
 
-    from zoo.beam_pipeline import encode_files, read_shards
+    from zoo.apps.beam_pipeline import encode_files, read_shards
     encode_files("models/sketch_gan_merchant/1", "scans/**/*.png", "shards/")
     paths, embeddings, bits = read_shards("shards/embeddings-*.npz")
 
 The command line is `zoo beam encode --model-dir DIR --input GLOB --output DIR [beam flags]`.
 
 Regions. `zoo beam regions` (`encode_regions`) does for a page archive what
-`Index.build(out, pages, regions=True)` does in one process (zoo/index/regions.py):
+`Index.build(out, pages, regions=True)` does in one process (zoo/apps/index/regions.py):
 
     MatchFiles(input) -> ReadMatches -> (path, bytes)                 # as above (_ReadFile)
-        -> _ProposeRegions: decode, zoo.index.regions.region_images   # boxes + prepared crops
+        -> _ProposeRegions: decode, zoo.apps.index.regions.region_images   # boxes + prepared crops
         -> RunInference(KeyedModelHandler(RegionModelHandler(model_dir)))
              # batches of pages; their crops in calls of `batch_size` to the SavedModel's
              # serving_default (images -> embedding) and hash (images -> bits) signatures
@@ -51,7 +51,7 @@ The crops are prepared in Python with the zoo's own proposal and preprocessing c
 SavedModel's input size (its metadata's input_shape), with `proposals` settings (default
 ProposalSettings(); `--proposals` JSON text or a .json file), so the boxes are exactly those of
 an in-process region build and the embeddings equal its own to float rounding. A page of more
-than zoo.index.regions.MAX_PAGE_PIXELS pixels is refused from its header, before decoding.
+than zoo.apps.index.regions.MAX_PAGE_PIXELS pixels is refused from its header, before decoding.
 Each region shard `regions-<16 hex digits>.npz` (written atomically like the others) holds
     paths        str [P]          the pages' paths as matched, sorted
     width, height, file_size  int64 [P]
@@ -68,7 +68,7 @@ of embedding shards, refusing shards whose model is not the registered zoo model
 whose embedding size, code length or image size are not its own), since queries are encoded
 in-process by that model.
 
-    from zoo.beam_pipeline import encode_regions
+    from zoo.apps.beam_pipeline import encode_regions
     encode_regions("models/sketch_gan_plus_merchant/1", "pages/*", "shards/")
     index = zoo.Index.build_from_shards("pages.idx", "shards/")
 """
@@ -105,7 +105,7 @@ DEFAULT_MAX_FILE_MB = 64.0
 DEFAULT_PAGE_SHARD_SIZE = 500  # pages per region shard
 DEFAULT_REGION_BATCH_SIZE = 256  # prepared region crops per model call
 DEFAULT_PAGES_PER_BATCH = 8  # pages per RunInference batch
-BLANK_PAGE = "no ink regions found (a blank page?)"  # as zoo.index.encoding says it
+BLANK_PAGE = "no ink regions found (a blank page?)"  # as zoo.apps.index.encoding says it
 
 
 # ----------------------------------------------------------------------------- the handler
@@ -197,7 +197,7 @@ class RegionModelHandler(_RetryingHandler):
     """RunInference handler for the prepared regions of page photographs (`zoo beam regions`).
 
     Examples are pages from `_ProposeRegions`: {"images": float32 [M, S, S] region crops
-    prepared by zoo.index.regions.region_images, "boxes": int64 [M, 4], page facts}; a batch
+    prepared by zoo.apps.index.regions.region_images, "boxes": int64 [M, 4], page facts}; a batch
     is up to `pages_per_batch` pages whose crops are concatenated and encoded in calls of at
     most `batch_size` crops by the SavedModel's `serving_default` (images -> embedding) and
     `hash` (images -> bits) signatures. Each prediction is the page without its images, with
@@ -338,8 +338,8 @@ def write_shard(output_dir, prefix, names, /, **arrays):
 
 class _ProposeRegions(beam.DoFn):
     """(path, bytes) of a page photograph -> (path, page): its candidate regions proposed and
-    prepared by zoo.index.regions.region_images, as `Index.build(..., regions=True)` prepares
-    them; undecodable, oversized (> zoo.index.regions.MAX_PAGE_PIXELS) and blank pages go to
+    prepared by zoo.apps.index.regions.region_images, as `Index.build(..., regions=True)` prepares
+    them; undecodable, oversized (> zoo.apps.index.regions.MAX_PAGE_PIXELS) and blank pages go to
     "errors"."""
 
     def __init__(self, size, settings):
@@ -349,7 +349,7 @@ class _ProposeRegions(beam.DoFn):
 
     def process(self, element):
         from zoo.data.images import decode_image
-        from zoo.index import regions as region_search
+        from zoo.apps.index import regions as region_search
 
         path, data = element
         reason = None
@@ -569,7 +569,7 @@ def model_image_size(model_dir, metadata=None):
 def proposal_settings(proposals):
     """ProposalSettings from None (the defaults), a ProposalSettings, its JSON dict, JSON text
     or the path of a .json file holding it."""
-    from zoo.proposals import ProposalSettings
+    from zoo.apps.proposals import ProposalSettings
 
     if isinstance(proposals, (str, os.PathLike)):
         text = os.fspath(proposals)

@@ -1,7 +1,7 @@
 """Find a mark on a page photograph: encode the page's candidate regions (or slide a box over
 it), rank them by similarity with the query.
 
-By default (`proposals="ink"`) the candidates are the page's ink regions (`zoo.proposals`:
+By default (`proposals="ink"`) the candidates are the page's ink regions (`zoo.apps.proposals`:
 connected components of the binarised ink and their merges at a few distances, each crop
 masked to its own ink), a few dozen to a few hundred a page, the same regions a region index
 (`zoo index build --regions`) encodes; when a page yields none, the sliding grid below is
@@ -32,11 +32,11 @@ it on the page with the best boxes.
     import zoo
     found = zoo.locate('page.jpg', 'query.png')        # model='sketch_gan_merchant'
     found.boxes[0]                                     # Box(x=412, y=96, w=88, h=131, score=0.91)
-    from zoo.locating import draw_locate
+    from zoo.apps.locating import draw_locate
     draw_locate('page.jpg', found, 'heat.png')         # heat map + boxes, written atomically
 
 The command line is `zoo locate page.jpg query.png --out heat.png`. (The module is
-`zoo.locating`, as `zoo.load` lives in `zoo.loading`, so that `zoo.locate` stays the function.)
+`zoo.apps.locating`, as `zoo.load` lives in `zoo.loading`, so that `zoo.locate` stays the function.)
 `python -m benchmarks.locate_bench` measures hits and time per page for the ink regions and the
 grid at several strides, with a raw-pixel baseline.
 """
@@ -52,8 +52,8 @@ import numpy as np
 
 from zoo.visualize import save_png
 from zoo.data.images import DEFAULT_MARGIN, decode_image
-from zoo.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
-from zoo.proposals import strokes_bright
+from zoo.apps.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
+from zoo.apps.proposals import strokes_bright
 
 log = logging.getLogger(__name__)
 
@@ -257,12 +257,12 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
            batch_size=256, min_ink=None, snap_to_ink=True, iou_threshold=0.3, progress=True,
            proposals=None):
     """Search `page` for the mark in `query`; return a `Located` (ranked boxes + heat map).
-    (`encode_grid` and `zoo.index.regions.region_images` are its query-independent halves.)
+    (`encode_grid` and `zoo.apps.index.regions.region_images` are its query-independent halves.)
 
     page, query: file paths, image bytes, PIL images or arrays ([H, W] or [H, W, 1|3|4], float
         in [0, 1] or uint8), dark on light or bright on dark.
     model: a registered model name or a zoo Encoder.
-    proposals: "ink" (the page's ink regions, zoo.proposals; the grid when there are none) or
+    proposals: "ink" (the page's ink regions, zoo.apps.proposals; the grid when there are none) or
         "grid" (sliding boxes); default "ink", or "grid" when `scales` or `stride` is given.
     scales: grid box sides in page pixels; default `DEFAULT_SCALE_FRACTIONS` of the shorter
         side.
@@ -272,7 +272,7 @@ def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, t
     batch_size: crops prepared and encoded at a time.
     min_ink: grid: the ink peak (above the crop's paper level, in [0, 1]) below which a crop
         counts as blank; default: five robust standard deviations of the page's paper grain
-        (ink regions have their own threshold of the same kind, zoo.proposals).
+        (ink regions have their own threshold of the same kind, zoo.apps.proposals).
     snap_to_ink: grid: report each box as the ink it holds rather than the whole window.
     """
     from zoo.data.images import preprocess
@@ -397,7 +397,7 @@ def encode_grid(page_gray, encoder, sides, stride=DEFAULT_STRIDE, batch_size=256
 
 def _locate_regions(page_gray, encoder, query_embedding, batch_size):
     """(boxes, scores) of the page's ink regions, or None when it has none."""
-    from zoo.index.regions import region_images
+    from zoo.apps.index.regions import region_images
 
     boxes, images = region_images(page_gray, encoder.image_size)
     if not len(boxes):

@@ -1,6 +1,6 @@
-"""The search page's HTTP app: a JSON API over `zoo.index.Index` and `zoo.locating`, plus the
-static page in zoo/web/static/ (plain HTML, CSS and JavaScript, no build step, nothing from
-other hosts).
+"""The search page's HTTP app: a JSON API over `zoo.apps.index.Index` and `zoo.apps.locating`,
+plus the static page in zoo/apps/web/static/ (plain HTML, CSS and JavaScript, no build step,
+nothing from other hosts).
 
     GET  /                                   the page
     GET  /api/info                           index kind and size, models, limits
@@ -24,7 +24,7 @@ box drawn on it (`box=` is required, and refused for an index of images).
 
 The app is read-only: it opens the index and the image files the index registered, and writes
 nothing. Images are served by item id only, never by a path from the request. Uploads are
-checked (zoo/web/uploads.py) before they reach the index; a refused upload is answered with a
+checked (zoo/apps/web/uploads.py) before they reach the index; a refused upload is answered with a
 JSON `{"error": message}` and the server carries on.
 """
 
@@ -45,7 +45,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from zoo.web.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, clip_box, crop_box, \
+from zoo.apps.web.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, clip_box, crop_box, \
     decode_upload, too_large
 
 log = logging.getLogger(__name__)
@@ -295,11 +295,11 @@ class SearchService:
         return answer
 
     def locate(self, page, template, model):
-        """zoo.locating.locate of `template` (a path or PIL image) over the PIL image `page`
+        """zoo.apps.locating.locate of `template` (a path or PIL image) over the PIL image `page`
         -> JSON, boxes in `page`'s pixels. A page larger than LOCATE_MAX_SIDE is searched at
         that size (the default boxes are fractions of the page, so the same marks are found)
         and the boxes scaled back; one locate runs at a time."""
-        from zoo.locating import locate
+        from zoo.apps.locating import locate
 
         width, height = page.size
         scale = min(1.0, LOCATE_MAX_SIDE / max(width, height))
@@ -409,14 +409,14 @@ def _png_bytes(image):
 def _locate_available():
     import importlib.util
 
-    return importlib.util.find_spec("zoo.locating") is not None
+    return importlib.util.find_spec("zoo.apps.locating") is not None
 
 
 def _heatmap_png(heat, max_side=HEATMAP_SIDE):
     """The locate heat map [H, W] (cosine scores; -1 where no box was scored) as a data: URL of
     an RGBA PNG at most `max_side` pixels a side (the page stretches it over the photograph):
     transparent where nothing was scored, yellow to red from the lowest to the highest score."""
-    from zoo.locating import NO_MATCH
+    from zoo.apps.locating import NO_MATCH
 
     heat = np.asarray(heat, dtype=np.float32)
     height, width = heat.shape
@@ -463,7 +463,7 @@ async def _read_body(request, max_bytes):
 
 def create_app(index, name="index", max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS,
                page_size=PAGE_SIZE, warm_up=True):
-    """The Starlette app serving `index` (a zoo.index.Index)."""
+    """The Starlette app serving `index` (a zoo.apps.index.Index)."""
     service = SearchService(index, name=name, max_upload_bytes=max_upload_bytes,
                             max_pixels=max_pixels, page_size=page_size)
 
@@ -552,7 +552,7 @@ def create_app(index, name="index", max_upload_bytes=MAX_UPLOAD_BYTES, max_pixel
 
     async def locate(request):
         if not _locate_available():
-            raise UploadError(501, "Locating marks on a page needs zoo.locating, which this "
+            raise UploadError(501, "Locating marks on a page needs zoo.apps.locating, which this "
                                    "installation lacks.")
         params = request.query_params
         model = service.model(params.get("model"))
@@ -601,7 +601,7 @@ def serve(index_path, host="127.0.0.1", port=8080, max_upload_mb=MAX_UPLOAD_BYTE
     ("host:port"): encode queries through that model server (Index.open's `server`)."""
     import uvicorn
 
-    from zoo.index import Index
+    from zoo.apps.index import Index
 
     index = Index.open(index_path, server=server)
     name = os.path.basename(os.path.normpath(index_path))

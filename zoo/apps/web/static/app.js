@@ -1,5 +1,5 @@
 // The search page: query by example over a zoo index. Plain JavaScript, no build step.
-// Talks to the JSON API in zoo/web/app.py; every image the page shows comes from this server.
+// Talks to the JSON API in zoo/apps/web/app.py; every image the page shows comes from this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -58,7 +58,7 @@ function options() {
 }
 
 function isRegionIndex() {
-  // The index's items are page photographs and its hits pages with boxes (zoo/index/regions.py).
+  // The index's items are page photographs and its hits pages with boxes (zoo/apps/index/regions.py).
   return state.info.kind === "regions";
 }
 

@@ -1,5 +1,5 @@
 """MODELS.md, generated from the registry, the weights manifest (what ships) and the recorded
-results (what was measured, read through zoo.evaluation.results) by `zoo models-md`.
+results (what was measured, read through zoo.apps.evaluation.results) by `zoo models-md`.
 
 A test regenerates it and fails when the committed file differs, so the document cannot drift
 from what the package ships.
@@ -10,11 +10,12 @@ import os
 import numpy as np
 
 from zoo.data.corpora import describe
-from zoo.evaluation import results
-from zoo.evaluation.run import table_columns
+from zoo.apps.evaluation import results
+from zoo.apps.evaluation.run import table_columns
 from zoo.registry import CORPORA, REGISTRY, read_manifest
 
-MODELS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MODELS.md")
+MODELS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "MODELS.md")
 EVALUATE_COMMAND = "zoo evaluate retrieval {names} --corpus {corpus} --record"
 INVARIANCE_COMMAND = "zoo evaluate invariance {names} --record"
 ONESHOT_COMMAND = "zoo evaluate oneshot {names} --record"
@@ -131,7 +132,7 @@ def _evaluated_together(retrieval, corpus):
 
 
 def _invariance_section():
-    from zoo.evaluation.report import paper_claims
+    from zoo.apps.evaluation.report import paper_claims
 
     records = results.read("invariance")
     measured = _models(records)
@@ -185,7 +186,7 @@ def _oneshot_section():
 
 def _transfer_section(retrieval):
     """Retrieval before/after `zoo transfer`, one table per recorded command."""
-    from zoo.transferring import ROWS, row_label
+    from zoo.apps.transferring import ROWS, row_label
 
     records = results.read("transfer")
     if not records:
@@ -284,7 +285,7 @@ layer."""
 
 def _ablation_section():
     """The sketch-GAN+ ablation tables (`zoo evaluate ablation --record`)."""
-    from zoo.evaluation.ablation import format_table
+    from zoo.apps.evaluation.ablation import format_table
 
     records = results.read("ablation")
     if not records:
@@ -308,7 +309,7 @@ def _ablation_section():
 def _generated_negatives_and_noise(record):
     """Issue 18's use for the generator (its images as extra negatives) against the rows with
     and without the GAN, and how far one short row moves with another seed."""
-    from zoo.evaluation.ablation import COLUMNS, FAKE_NEGATIVES, SEED_PAIR
+    from zoo.apps.evaluation.ablation import COLUMNS, FAKE_NEGATIVES, SEED_PAIR
 
     rows = {row["label"]: row["metrics"] for row in record["rows"]}
     lines = []
@@ -334,7 +335,7 @@ def _generated_negatives_and_noise(record):
 def _gan_contribution(record):
     """Issue 18's question, answered from the recorded rows: each contrastive run with and
     without the GAN (short runs whitened as the exported encoder is; full-length encoders)."""
-    from zoo.evaluation.ablation import COLUMNS, GAN_PAIRS
+    from zoo.apps.evaluation.ablation import COLUMNS, GAN_PAIRS
 
     rows = {row["label"]: row["metrics"] for row in record["rows"]}
     lines = []
@@ -655,7 +656,8 @@ process. bfloat16 is opt-in in the library (`zoo.load(name, precision="bfloat16"
 
 
 def _speed_section():
-    """The "speed" results (zoo.evaluation.speed), written by the speed benchmarks' --record."""
+    """The "speed" results (zoo.apps.evaluation.speed), written by the speed benchmarks'
+    --record."""
     recorded = results.read("speed")
     reports = {kind: recorded.get(kind) for kind in ("encode", "training", "index_build")}
     reports["serving"] = [report for kind, report in recorded.items()

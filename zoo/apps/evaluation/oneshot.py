@@ -155,7 +155,7 @@ def one_shot_errors(encoders, runs, baselines=True):
     `encoders` is {label: object with .encode}; `runs` a list of `OneShotRun`. Returns
     {"runs": [names], "errors": {method: [per run]}, "mean_error": {method: float}}.
     """
-    from zoo.evaluation.invariance import RawPixelEncoder
+    from zoo.apps.evaluation.invariance import RawPixelEncoder
 
     if not runs:
         raise ValueError("No one-shot runs to evaluate.")

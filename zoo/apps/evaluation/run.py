@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from zoo.data.corpora import load_corpus
-from zoo.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
+from zoo.apps.evaluation.retrieval import rank_neighbours, raw_pixel_embeddings, retrieval_metrics
 from zoo.hashing import fit_itq, top_k_overlap
 from zoo.registry import get_corpus, get_entry
 from zoo.visualize import save_retrieval_grid
@@ -73,10 +73,10 @@ def evaluate_retrieval(names, corpus=None, data_dir=None, grid_dir=None, record=
 
 
 def record_retrieval(names, corpus, results):
-    """Record `evaluate_retrieval`'s `results` on `corpus` (zoo.evaluation.results, for
+    """Record `evaluate_retrieval`'s `results` on `corpus` (zoo.apps.evaluation.results, for
     MODELS.md): one "retrieval" record for each model (its float and Hamming rows) and one for
     the raw-pixel baseline, each replacing the one before it; models must ship weights."""
-    from zoo.evaluation import results as stored
+    from zoo.apps.evaluation import results as stored
 
     records = []
     for name in names:

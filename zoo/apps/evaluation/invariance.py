@@ -5,7 +5,7 @@ thin-GAN's when the mark is rotated, rescaled or shifted. The protocol here:
 
 1. Draw `num_samples` (100) images with a fixed seed from the model's training corpus.
 2. For every setting of a transform (41 angles, 21 factors, 441 shifts; see
-   `InvarianceProtocol`), transform the samples (zoo.evaluation.transforms) and take the
+   `InvarianceProtocol`), transform the samples (zoo.apps.evaluation.transforms) and take the
    similarity of each sample's encoding before and after: the dot product of unit vectors.
 3. Per setting, report the mean and standard deviation (over the samples, ddof = 0).
 4. Chance level: mean similarity of `num_chance_pairs` (10,000) random pairs of different
@@ -28,8 +28,8 @@ import json
 
 import numpy as np
 
-from zoo.evaluation import transforms
-from zoo.evaluation.retrieval import raw_pixel_embeddings
+from zoo.apps.evaluation import transforms
+from zoo.apps.evaluation.retrieval import raw_pixel_embeddings
 
 TRANSFORMS = ("rotation", "scale", "shift")
 RAW_PIXELS = "raw pixels"

@@ -1,5 +1,5 @@
 """Speed measurements kept as results, apart from the shipped weights: one "speed" record a
-benchmark report (zoo.evaluation.results, in reports/results/speed.json: the command that
+benchmark report (zoo.apps.evaluation.results, in reports/results/speed.json: the command that
 measured it, the machine, the date, the figures), written by the benchmark's `--record` and
 rendered into MODELS.md ("Speed")."""
 
@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 
-from zoo.evaluation import results
+from zoo.apps.evaluation import results
 from zoo.machine import machine_description
 
 

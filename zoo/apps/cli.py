@@ -44,7 +44,7 @@ def cmd_hash_head(args):
 
 
 def cmd_evaluate(args):
-    from zoo.evaluation.run import evaluate_retrieval, format_table
+    from zoo.apps.evaluation.run import evaluate_retrieval, format_table
 
     results = evaluate_retrieval(args.names, corpus=args.corpus, data_dir=args.data_dir,
                                  grid_dir=args.grid, record=args.record)
@@ -54,8 +54,8 @@ def cmd_evaluate(args):
 
 
 def cmd_evaluate_invariance(args):
-    from zoo.evaluation.invariance import format_summary
-    from zoo.evaluation.report import evaluate_invariance, write_report
+    from zoo.apps.evaluation.invariance import format_summary
+    from zoo.apps.evaluation.report import evaluate_invariance, write_report
 
     command = (f"zoo evaluate invariance {' '.join(args.names)} --out {args.out} --seed {args.seed}"
                + (" --record" if args.record else ""))
@@ -68,7 +68,7 @@ def cmd_evaluate_invariance(args):
 
 
 def cmd_evaluate_oneshot(args):
-    from zoo.evaluation.report import evaluate_oneshot, write_report
+    from zoo.apps.evaluation.report import evaluate_oneshot, write_report
 
     for name in args.names:
         command = (f"zoo evaluate oneshot {name} --out {args.out}"
@@ -82,7 +82,7 @@ def cmd_evaluate_oneshot(args):
 
 
 def cmd_evaluate_hashing(args):
-    from zoo.evaluation.hashing import format_hashing_table, run_hashing_evaluation
+    from zoo.apps.evaluation.hashing import format_hashing_table, run_hashing_evaluation
 
     command = (f"zoo evaluate hashing {' '.join(args.names)}"
                + (f" --queries {args.queries}" if args.queries != 1000 else "")
@@ -98,7 +98,7 @@ def cmd_evaluate_hashing(args):
 
 
 def cmd_evaluate_curve(args):
-    from zoo.evaluation.learning_curve import record_curves, run_curve, save_curves
+    from zoo.apps.evaluation.learning_curve import record_curves, run_curve, save_curves
 
     runs = {}
     for item in args.runs:
@@ -119,8 +119,8 @@ def cmd_evaluate_curve(args):
 
 
 def cmd_evaluate_ablation(args):
-    from zoo.evaluation.ablation import (ROWS, format_table, new_rows, record, run_ablation,
-                                         with_recorded_rows)
+    from zoo.apps.evaluation.ablation import (ROWS, format_table, new_rows, record,
+                                              run_ablation, with_recorded_rows)
 
     rows = new_rows(args.trained_on) if args.new_rows else ROWS
     print(f"measuring {len(rows)} of {len(ROWS)} rows")
@@ -139,15 +139,15 @@ def cmd_evaluate_ablation(args):
 
 
 def cmd_report(args):
-    from zoo import model_cards
-    from zoo.evaluation.report import write_report
+    from zoo.apps import model_cards
+    from zoo.apps.evaluation.report import write_report
 
     print(f"wrote {model_cards.write()}")
     print(f"wrote {write_report(args.out)}")
 
 
 def cmd_models_md(args):
-    from zoo import model_cards
+    from zoo.apps import model_cards
 
     if args.check:
         with open(model_cards.MODELS_MD) as handle:
@@ -159,7 +159,7 @@ def cmd_models_md(args):
 
 
 def cmd_demo(args):
-    from zoo.demo import run_demo
+    from zoo.apps.demo import run_demo
 
     print(run_demo(args.model, args.out, via_server=not args.in_process))
 
@@ -183,8 +183,8 @@ def _index_summary(index):
 
 
 def cmd_index_build(args):
-    from zoo.index import Index
-    from zoo.index.index import DEFAULT_MODELS, DEFAULT_REGION_MODELS, format_report
+    from zoo.apps.index import Index
+    from zoo.apps.index.index import DEFAULT_MODELS, DEFAULT_REGION_MODELS, format_report
 
     if args.from_shards is not None or args.source is None:
         return _index_build_from_shards(args)
@@ -202,8 +202,8 @@ def cmd_index_build(args):
 
 def _index_build_from_shards(args):
     """`zoo index build --from-shards DIR --out X [--model NAME]`: an index from Beam shards."""
-    from zoo.index import Index
-    from zoo.index.index import format_report
+    from zoo.apps.index import Index
+    from zoo.apps.index.index import format_report
 
     if args.from_shards is None:
         raise ValueError("Expected a folder of images to index, or --from-shards DIR.")
@@ -227,8 +227,8 @@ def _index_build_from_shards(args):
 
 
 def cmd_index_add(args):
-    from zoo.index import Index
-    from zoo.index.index import format_report
+    from zoo.apps.index import Index
+    from zoo.apps.index.index import format_report
 
     index = Index.open(args.index, server=args.server)
     try:
@@ -251,10 +251,10 @@ def _box_argument(value):
 
 def cmd_search(args):
     from zoo.data.images import decode_image
-    from zoo.index import Index
-    from zoo.index.encoding import prepare_query
-    from zoo.index.index import format_hits, save_search_grid
-    from zoo.index.regions import crop_box, format_page_hits, save_page_grid
+    from zoo.apps.index import Index
+    from zoo.apps.index.encoding import prepare_query
+    from zoo.apps.index.index import format_hits, save_search_grid
+    from zoo.apps.index.regions import crop_box, format_page_hits, save_page_grid
 
     index = Index.open(args.index, server=args.server)
     mode = "hamming" if args.hamming else "embedding"
@@ -277,7 +277,7 @@ def cmd_search(args):
 
 
 def cmd_locate(args):
-    from zoo.locating import draw_locate, format_located, locate
+    from zoo.apps.locating import draw_locate, format_located, locate
 
     found = locate(args.page, args.query, model=args.model, scales=args.scales,
                    stride=args.stride, top=args.top, batch_size=args.batch_size,
@@ -305,7 +305,7 @@ def _beam_encode_parser():
     """`zoo beam encode`'s own flags; every other flag goes to Beam's PipelineOptions."""
     parser = _beam_parser(
         "encode", "Encode image files with an exported SavedModel in an Apache Beam pipeline "
-                  "into .npz embedding/code shards (zoo/beam_pipeline.py).", "image files")
+                  "into .npz embedding/code shards (zoo/apps/beam_pipeline.py).", "image files")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
     parser.add_argument("--max-file-mb", type=float, default=64,
@@ -318,11 +318,11 @@ def _beam_regions_parser():
     parser = _beam_parser(
         "regions", "Propose the candidate regions of page photographs, encode them with an "
                    "exported SavedModel in an Apache Beam pipeline, and write .npz region "
-                   "shards for `zoo index build --from-shards` (zoo/beam_pipeline.py).",
+                   "shards for `zoo index build --from-shards` (zoo/apps/beam_pipeline.py).",
         "page photographs")
     parser.add_argument("--proposals", metavar="JSON_OR_FILE",
-                        help="region proposal settings (zoo.proposals.ProposalSettings) as JSON "
-                             "text or a .json file; default: the defaults")
+                        help="region proposal settings (zoo.apps.proposals.ProposalSettings) as "
+                             "JSON text or a .json file; default: the defaults")
     parser.add_argument("--shard-size", type=int, default=500, help="pages per shard")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="region crops per model call")
@@ -335,7 +335,7 @@ def _beam_regions_parser():
 
 def _beam_pipeline():
     try:
-        from zoo import beam_pipeline
+        from zoo.apps import beam_pipeline
     except ImportError as error:
         raise ValueError(f"Apache Beam is not installed ({error}); install the extra: "
                          f"pip install -e '.[beam]'.") from None
@@ -374,7 +374,7 @@ def cmd_export(args):
 
 def cmd_transfer(args):
     from zoo.recipes import parse_recipe_changes
-    from zoo.transferring import format_report, record_transfer, transfer
+    from zoo.apps.transferring import format_report, record_transfer, transfer
 
     changes = parse_recipe_changes(args.set)
     result = transfer(args.base, args.source, steps=args.steps, out=args.out, name=args.name,
@@ -394,7 +394,7 @@ def cmd_transfer(args):
 
 def cmd_web(args):
     try:
-        from zoo.web.app import serve
+        from zoo.apps.web.app import serve
     except ImportError as error:
         raise ValueError(f"`zoo web` needs the optional web extra ({error}): "
                          f"pip install -e '.[web]'") from None
