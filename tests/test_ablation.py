@@ -149,6 +149,10 @@ def test_new_rows_are_measured_and_the_recorded_ones_kept_in_table_order(results
         {"label": row.label, "command": "old", "metrics": metrics} for row in (first, third)]})
     assert ablation.new_rows("merchant", ablation.ROWS[:3]) == (second,)
     assert ablation.new_rows("omniglot", ablation.ROWS[:3]) == ablation.ROWS[:3]
+    # A row made for one archive only is not new in the other's table.
+    only_omniglot = [row for row in ablation.ROWS if row.archives == ("omniglot",)]
+    assert only_omniglot and not set(only_omniglot) & set(ablation.new_rows("merchant"))
+    assert set(only_omniglot) <= set(ablation.new_rows("omniglot"))
     fresh = {"trained_on": "merchant", "steps": 400, "skipped": [], "rows": [
         {"label": label, "command": "new", "metrics": {**metrics, "merchant P@8": 0.9}}
         for label in (second.label, first.label)]}

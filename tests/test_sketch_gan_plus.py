@@ -14,7 +14,7 @@ from zoo.models import sketch_gan_plus
 from zoo.training import sketch_gan_plus as training
 from zoo.recipes import SketchGANPlusRecipe
 from zoo.training.run import float32_networks
-from zoo.training.train import train_gan
+from zoo.training.train import batch_dataset, train_gan
 
 TINY = dict(widths=(4, 4, 8, 8), latent_dim=4, projection_dim=8, embedding_dim=16)
 
@@ -220,6 +220,80 @@ def test_fake_negatives_put_the_generated_batch_into_the_contrastive_loss():
     assert with_fakes != pytest.approx(con_loss(True, 2), rel=1e-6)
 
 
+@pytest.fixture(scope="module")
+def marks():
+    """Merchant marks never trained on: 12 identities x 4 drawings."""
+    return make_corpus(num_identities=12, instances_per_identity=4, seed=11)
+
+
+def test_embedding_neighbours_are_other_drawings_of_the_same_mark(marks):
+    neighbours = training.embedding_neighbours("sketch_contrastive_merchant", marks.images, 3)
+    assert neighbours.shape == (48, 3)
+    assert not np.any(neighbours == np.arange(48)[:, None])  # never the image itself
+    # The shipped encoder's nearest neighbours are mostly the mark's other drawings (3 each).
+    same = marks.identities[neighbours] == marks.identities[:, None]
+    assert same[:, 0].mean() > 0.9 and same.mean() > 0.75
+
+
+def test_neighbour_batches_pair_each_image_with_itself_or_a_neighbour(marks):
+    recipe = SketchGANPlusRecipe(batch_size=8, seed=3, neighbours=1.0, neighbour_k=2,
+                                 neighbours_from="sketch_contrastive_merchant",
+                                 neighbours_after=2)
+    images = marks.images
+    neighbours = training.embedding_neighbours("sketch_contrastive_merchant", images, 2)
+    generic = list(batch_dataset(images, 8, 3, 0, 4))
+    for step, batch in enumerate(training.batch_dataset(images, recipe, 0, 4)):
+        batch = batch.numpy()
+        assert batch.shape == (16, 64, 64, 1)
+        np.testing.assert_array_equal(batch[:8], generic[step].numpy())  # the same sample
+        index = [int(np.flatnonzero((images == image).all(axis=(1, 2, 3)))[0])
+                 for image in batch]
+        if step < recipe.neighbours_after:
+            assert index[8:] == index[:8]
+        else:
+            assert all(p in neighbours[i] for i, p in zip(index[:8], index[8:]))
+    # Without neighbour partners, the generic seeded sample.
+    plain = training.batch_dataset(images, recipe.replace(neighbours=0.0), 0, 2)
+    for batch, expected in zip(plain, generic):
+        np.testing.assert_array_equal(batch.numpy(), expected.numpy())
+
+
+def test_the_second_view_is_drawn_from_the_partners(marks):
+    images = tf.constant(marks.images[:8])
+    recipe = SketchGANPlusRecipe(latent_dim=4, precision="float32", lambda_gan=0.0,
+                                 neighbours=0.5, neighbours_from="sketch_contrastive_merchant")
+    trainer = training.ContrastiveGANTrainer(*sketch_gan_plus.build_gan(**TINY), recipe)
+    x, p = trainer._images_and_partners(tf.concat([images[:4], images[4:]], 0))
+    np.testing.assert_array_equal(x.numpy(), marks.images[:4])
+    np.testing.assert_array_equal(p.numpy(), marks.images[4:8])
+    plain = training.ContrastiveGANTrainer(*sketch_gan_plus.build_gan(**TINY),
+                                           recipe.replace(neighbours=0.0))
+    x, p = plain._images_and_partners(images)
+    assert x is p
+
+
+def test_training_with_neighbour_partners_runs_and_resumes(tmp_path, marks):
+    recipe = SketchGANPlusRecipe(iterations=4, batch_size=8, checkpoint_every=2,
+                                 sample_every=2, latent_dim=4, precision="float32",
+                                 lambda_gan=0.0, neighbours=0.5, neighbours_after=2,
+                                 neighbours_from="sketch_contrastive_merchant")
+
+    def run(out, iterations):
+        tf.keras.utils.set_random_seed(0)
+        nets = sketch_gan_plus.build_gan(**TINY)
+        train_gan(*nets, marks.images, recipe.replace(iterations=iterations),
+                  str(tmp_path / out), progress=False, wrapper=training.TRAINING)
+        return nets[1]
+
+    straight = run("straight", 4)
+    run("resumed", 2)
+    resumed = run("resumed", 4)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    log = open(tmp_path / "straight" / "log.csv").read().splitlines()
+    assert math.isfinite(float(dict(zip(log[0].split(","), log[-1].split(",")))["con_loss"]))
+
+
 def test_training_logs_the_contrastive_loss_resumes_and_calibrates(tmp_path):
     images = make_corpus(num_identities=8, instances_per_identity=2, seed=3).images
     recipe = SketchGANPlusRecipe(iterations=4, batch_size=8, checkpoint_every=2, sample_every=2,
@@ -291,6 +365,10 @@ def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
     ({"elastic_pixels": -1.0}, "elastic_pixels"),
     ({"break_fraction": 1.0}, "break_fraction < 1"),
     ({"fake_negatives": 1, "lambda_gan": 0.0}, "fake_negatives needs the generator"),
+    ({"neighbours": 1.5, "neighbours_from": "x"}, "share of the batch"),
+    ({"neighbours": 0.5}, "needs neighbours_from"),
+    ({"neighbour_k": 0}, "neighbour_k"),
+    ({"neighbours_after": -1}, "neighbours_after"),
 ])
 def test_recipe_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -173,6 +173,15 @@ class SketchGANPlusRecipe(Recipe):
     lambda_gan: float = 1.0
     # The generated batch's projections as extra negatives in the NT-Xent (needs the GAN).
     fake_negatives: bool = False
+    # Neighbour partners (issue 18): from step `neighbours_after` on, the second view of this
+    # share of each batch is of one of the image's `neighbour_k` nearest neighbours in the
+    # training corpus, ranked once before training by the cosine of registered model
+    # `neighbours_from`'s embeddings (no labels): another drawing of the same mark, where the
+    # corpus holds several, rather than an augmented copy of the same one.
+    neighbours: float = 0.0
+    neighbour_k: int = 3
+    neighbours_from: str = ""
+    neighbours_after: int = 0
     # How two hands and two scans differ, beyond the affine and stroke-width changes above
     # (zoo.training.sketch_gan_plus.hand_and_scan_augment; issue 18). Each is off at 0.
     elastic_pixels: float = 0.0  # smooth displacement of up to this many pixels
@@ -203,6 +212,20 @@ class SketchGANPlusRecipe(Recipe):
         if self.fake_negatives and not (self.lambda_gan > 0 and self.lambda_con > 0):
             raise ValueError("fake_negatives needs the generator and the contrastive task: "
                              "set lambda_gan > 0 and lambda_con > 0, or fake_negatives=0.")
+        if not 0 <= self.neighbours <= 1:
+            raise ValueError(f"neighbours is a share of the batch in [0, 1], got "
+                             f"{self.neighbours}.")
+        for field in ("neighbour_k", "neighbours_after"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (
+                    1 if field == "neighbour_k" else 0):
+                raise ValueError(f"SketchGANPlusRecipe.{field} must be an integer >= "
+                                 f"{1 if field == 'neighbour_k' else 0}, got {value!r}.")
+        if self.neighbours > 0 and not (isinstance(self.neighbours_from, str)
+                                        and self.neighbours_from and self.lambda_con > 0):
+            raise ValueError("neighbours > 0 needs neighbours_from (the registered model whose "
+                             "embeddings rank the neighbours) and the contrastive task "
+                             "(lambda_con > 0).")
         for field in ("rotation_degrees", "scale_range", "shift_pixels", "lambda_con",
                       "lambda_gan"):
             if not getattr(self, field) >= 0:

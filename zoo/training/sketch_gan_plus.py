@@ -169,8 +169,57 @@ def nt_xent(first, second, temperature, negatives=None):
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
+def embedding_neighbours(name, images, k, batch_size=2048):
+    """[N, k] indices of each image's k nearest other images by the cosine of registered model
+    `name`'s embeddings (no labels)."""
+    from zoo.loading import load
+
+    embeddings = load(name, with_hash_head=False).encode(np.asarray(images, np.float32))
+    rows = []
+    for start in range(0, len(embeddings), batch_size):
+        similarity = embeddings[start:start + batch_size] @ embeddings.T
+        own = np.arange(start, start + len(similarity))
+        similarity[own - start, own] = -np.inf  # not its own neighbour
+        rows.append(np.argsort(-similarity, axis=1, kind="stable")[:, :k])
+    return np.concatenate(rows).astype(np.int32)
+
+
+def batch_dataset(images, recipe, first_step, last_step):
+    """Batches for steps [first_step, last_step). Without neighbour partners, the generic
+    seeded sample (zoo.training.train.batch_dataset). With them, [x; p] of 2B images: x that
+    same sample and p its partners, each x itself or, from step recipe.neighbours_after on and
+    with probability recipe.neighbours, one of its recipe.neighbour_k embedding neighbours.
+    Batch s depends only on (seed, s), so a resumed run sees the batches an uninterrupted one
+    would have."""
+    from zoo.training.train import batch_dataset as generic
+
+    if not recipe.neighbours > 0:
+        return generic(images, recipe.batch_size, recipe.seed, first_step, last_step)
+    corpus = tf.constant(images)
+    count = len(images)
+    neighbours = tf.constant(embedding_neighbours(recipe.neighbours_from, images,
+                                                  recipe.neighbour_k))
+
+    def sample(step):
+        seed = tf.stack([tf.cast(recipe.seed, tf.int64), step])
+        index = tf.argsort(tf.random.stateless_uniform([count], seed=seed))[:recipe.batch_size]
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 1), 2)
+        pick = tf.random.stateless_uniform([recipe.batch_size], seeds[0], 0, recipe.neighbour_k,
+                                           dtype=tf.int32)
+        use = ((tf.random.stateless_uniform([recipe.batch_size], seeds[1]) < recipe.neighbours)
+               & (step >= recipe.neighbours_after))
+        partner = tf.where(use, tf.gather(tf.gather(neighbours, index), pick, batch_dims=1),
+                           index)
+        return tf.gather(corpus, tf.concat([index, partner], 0))
+
+    steps = tf.data.Dataset.range(first_step, last_step)
+    return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
 class ContrastiveGANTrainer(GANTrainer):
-    """GANTrainer whose discriminator has (logit, projection, embedding) outputs."""
+    """GANTrainer whose discriminator has (logit, projection, embedding) outputs. With neighbour
+    partners (recipe.neighbours > 0) a batch is [x; p] and the second view is drawn from p."""
 
     def __init__(self, generator, discriminator, recipe, **kwargs):
         super().__init__(generator, discriminator, recipe.latent_dim, 1, recipe.seed, **kwargs)
@@ -196,11 +245,19 @@ class ContrastiveGANTrainer(GANTrainer):
             images, tf.random.experimental.stateless_fold_in(seed, 1), recipe.elastic_pixels,
             recipe.shear, recipe.break_fraction, recipe.blur_probability, recipe.ink_noise)
 
-    def _contrastive_step(self, real_images):
+    def _images_and_partners(self, batch):
+        """(x, p): the real images and the images their second views are drawn from."""
+        if not self.recipe.neighbours > 0:
+            return batch, batch
+        half = tf.shape(batch)[0] // 2
+        return batch[:half], batch[half:]
+
+    def _contrastive_step(self, batch):
         """D (encoder and projection head) trained on NT-Xent alone; the generator idles."""
+        real_images, partners = self._images_and_partners(batch)
         with tf.GradientTape() as tape:
             _, first, _ = self.discriminator(self._augment(real_images, 1), training=True)
-            _, second, _ = self.discriminator(self._augment(real_images, 2), training=True)
+            _, second, _ = self.discriminator(self._augment(partners, 2), training=True)
             con_loss = nt_xent(first, second, self.recipe.temperature)
             total = self.recipe.lambda_con * con_loss
         variables = self.discriminator.trainable_variables
@@ -211,13 +268,14 @@ class ContrastiveGANTrainer(GANTrainer):
         self.con_loss_tracker.update_state(con_loss)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, real_images):
+    def train_step(self, batch):
         recipe = self.recipe
         if not recipe.lambda_gan > 0:
-            return self._contrastive_step(real_images)
+            return self._contrastive_step(batch)
+        real_images, partners = self._images_and_partners(batch)
         batch_size = tf.shape(real_images)[0]
         generated = self.generator(self.sample_latent(batch_size), training=True)
-        first, second = self._augment(real_images, 1), self._augment(real_images, 2)
+        first, second = self._augment(real_images, 1), self._augment(partners, 2)
         fake = self._augment(generated, 3)
         with tf.GradientTape() as tape:
             real_logits, real_projection, _ = self.discriminator(first, training=True)
@@ -254,4 +312,4 @@ def make_trainer(generator, discriminator, recipe, jit_compile=False):
                              jit_compile)
 
 
-TRAINING = TrainingWrapper(make_trainer)
+TRAINING = TrainingWrapper(make_trainer, batch_dataset=batch_dataset)

@@ -37,11 +37,15 @@ Rows, in order, each adding one change to the row before it unless it says other
     generator), read against rows 8 and 9;
 26. row 9 again with seed 1 (how far two seeds of one short run differ: the noise level of
     rows 5-16);
-27. row 19 twice as long (20,000 steps; issue 18's curve was still falling at 10,000).
+27. row 19 twice as long (20,000 steps; issue 18's curve was still falling at 10,000; Omniglot
+    only: the merchant run was not made);
+28-29. row 19 trained 2,000 steps more, without and with neighbour partners (the second view of
+    half of each batch is of one of the image's nearest neighbours in the corpus, ranked by row
+    19's encoder: `neighbours_from=sketch_contrastive_<archive>`).
 
 Rows 5-16, 25 and 26 are short runs (`ABLATION_STEPS`) of the registered recipe with one field
-changed, rows 18, 19 and 27 full-length and longer ones; `zoo evaluate ablation --train` trains any that
-runs/ablation/ does not hold yet (seed 0).
+changed, rows 18, 19 and 27-29 full-length and longer ones; `zoo evaluate ablation --train`
+trains any that runs/ablation/ does not hold yet (seed 0).
 """
 
 import dataclasses
@@ -73,6 +77,7 @@ class Row:
     # The shipped weights of this registry entry rather than FAMILY_<archive>'s (a row without
     # a run, the same in both tables: the joint model).
     model: str = None
+    archives: tuple = tuple(TRAINED_ON)  # the tables the row is in
 
 
 # The rows issue 18 compares: the contrastive run with the GAN, and the same without it.
@@ -92,6 +97,11 @@ _FAKE_NEGATIVES = Row(f"the contrastive task with the GAN, {ABLATION_STEPS} step
 _ALONE_SHORT_SEED_1 = Row(f"{_ALONE_SHORT.label}, seed 1 instead of 0", "sketch_gan_plus",
                           "pooled_whitened", "contrastive_only_seed1",
                           (("lambda_gan", 0), ("seed", 1)))
+
+# Issue 18: row 19 (shipped as sketch_contrastive_<archive>) trained on, the neighbour rows'
+# reference.
+_PLAIN_12000 = Row("row 19 + 2,000 steps (12,000)", "sketch_gan_plus", "encoder",
+                   "contrastive_only_12000_plain", (("lambda_gan", 0),), steps=12_000)
 
 # Issue 18: one change each to the contrastive task alone at the short length (_ALONE_SHORT),
 # so each is read against that row: how two hands and two scans differ, then a larger batch.
@@ -147,7 +157,14 @@ ROWS = (
     _FAKE_NEGATIVES,
     _ALONE_SHORT_SEED_1,
     Row("the contrastive task alone, 8x longer (20,000 steps)", "sketch_gan_plus", "encoder",
-        "contrastive_only_20k", (("lambda_gan", 0),), steps=20_000),
+        "contrastive_only_20k", (("lambda_gan", 0),), steps=20_000, archives=("omniglot",)),
+    _PLAIN_12000,
+    Row("row 19 + 2,000 steps with neighbour partners: half of each batch's second views are of "
+        "one of the image's 3 nearest neighbours by row 19's encoder", "sketch_gan_plus",
+        "encoder", "contrastive_only_12000_neighbours",
+        (("lambda_gan", 0), ("neighbours", 0.5),
+         ("neighbours_from", "sketch_contrastive_{archive}"), ("neighbours_after", 10_000)),
+        steps=12_000),
 )
 
 # (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
@@ -252,8 +269,15 @@ def _length(row):
     return {"iterations": row.steps, "checkpoint_every": 200} if row.steps else {}
 
 
-def train_command(name, row, runs_dir):
-    sets = [f"--set {key}={value}" for key, value in {**_length(row), **dict(row.changes)}.items()]
+def run_changes(row, trained_on):
+    """The recipe changes of a row's run on `trained_on`: its length, then its own changes (text
+    values name the archive as {archive}, e.g. the encoder that ranks neighbours)."""
+    return {**_length(row), **{key: value.format(archive=trained_on) if isinstance(value, str)
+                               else value for key, value in row.changes}}
+
+
+def train_command(name, row, runs_dir, trained_on):
+    sets = [f"--set {key}={value}" for key, value in run_changes(row, trained_on).items()]
     return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
 
 
@@ -266,9 +290,9 @@ def recorded_rows(trained_on):
 
 
 def new_rows(trained_on, rows=ROWS):
-    """The rows of `rows` that the recorded table for `trained_on` does not hold yet."""
+    """The rows of `rows` for `trained_on` that its recorded table does not hold yet."""
     recorded = recorded_rows(trained_on)
-    return tuple(row for row in rows if row.label not in recorded)
+    return tuple(row for row in rows if row.label not in recorded and trained_on in row.archives)
 
 
 def with_recorded_rows(result, rows=ROWS):
@@ -299,16 +323,16 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
     runs_dir = runs_dir or os.path.join("runs", "ablation", trained_on)
     result = {"trained_on": trained_on, "steps": ABLATION_STEPS, "rows": [], "skipped": []}
     measurable = []
-    for row in rows:
+    for row in (row for row in rows if trained_on in row.archives):
         name = row.model or f"{row.family}_{trained_on}"
         weights_path, command = None, f"zoo train {name} (shipped weights)"
         if row.run:
-            command = train_command(name, row, runs_dir)
+            command = train_command(name, row, runs_dir, trained_on)
             weights_path = os.path.join(runs_dir, row.run, f"{name}.weights.h5")
             if not os.path.exists(weights_path) and train:
                 progress(f"training {row.run}: {command}")
                 train_model(name, os.path.join(runs_dir, row.run), data_dir,
-                            {**_length(row), **dict(row.changes)})
+                            run_changes(row, trained_on))
             if not os.path.exists(weights_path):
                 result["skipped"].append({"label": row.label, "command": command})
                 continue
