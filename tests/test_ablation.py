@@ -139,6 +139,12 @@ def test_models_md_reads_the_generated_negatives_and_seed_rows(results_dir):
     # SEED_PAIR[0] is the row without the GAN: 27.0% against 29.0% with seed 1.
     assert ablation.SEED_PAIR[0] == ablation.FAKE_NEGATIVES[2]
     assert "moves one-shot error by 2.0%, Omniglot P@8 by 0.000, merchant P@8 by 0.030" in text
+    assert "*Neighbour partners*" not in text  # its rows are not recorded
+    ablation.record({"trained_on": "merchant", "steps": 400, "rows": [
+        {"label": ablation.NEIGHBOUR_PAIR[0], "command": "c", "metrics": base},
+        {"label": ablation.NEIGHBOUR_PAIR[1], "command": "c",
+         "metrics": {**base, "merchant P@8": 0.94}}]})
+    assert "merchant P@8 0.940 against 0.800" in model_cards.render()
 
 
 def test_new_rows_are_measured_and_the_recorded_ones_kept_in_table_order(results_dir):

@@ -41,10 +41,11 @@ Rows, in order, each adding one change to the row before it unless it says other
     only: the merchant run was not made);
 28-29. row 19 trained 2,000 steps more, without and with neighbour partners (the second view of
     half of each batch is of one of the image's nearest neighbours in the corpus, ranked by row
-    19's encoder: `neighbours_from=sketch_contrastive_<archive>`).
+    19's encoder: `neighbours_from=sketch_contrastive_<archive>`);
+30. the neighbour row trained on to 16,000 steps (merchant marks only).
 
 Rows 5-16, 25 and 26 are short runs (`ABLATION_STEPS`) of the registered recipe with one field
-changed, rows 18, 19 and 27-29 full-length and longer ones; `zoo evaluate ablation --train`
+changed, rows 18, 19 and 27-30 full-length and longer ones; `zoo evaluate ablation --train`
 trains any that runs/ablation/ does not hold yet (seed 0).
 """
 
@@ -102,6 +103,12 @@ _ALONE_SHORT_SEED_1 = Row(f"{_ALONE_SHORT.label}, seed 1 instead of 0", "sketch_
 # reference.
 _PLAIN_12000 = Row("row 19 + 2,000 steps (12,000)", "sketch_gan_plus", "encoder",
                    "contrastive_only_12000_plain", (("lambda_gan", 0),), steps=12_000)
+_NEIGHBOURS_12000 = Row(
+    "row 19 + 2,000 steps with neighbour partners: half of each batch's second views are of one "
+    "of the image's 3 nearest neighbours by row 19's encoder", "sketch_gan_plus", "encoder",
+    "contrastive_only_12000_neighbours",
+    (("lambda_gan", 0), ("neighbours", 0.5), ("neighbours_from", "sketch_contrastive_{archive}"),
+     ("neighbours_after", 10_000)), steps=12_000)
 
 # Issue 18: one change each to the contrastive task alone at the short length (_ALONE_SHORT),
 # so each is read against that row: how two hands and two scans differ, then a larger batch.
@@ -159,12 +166,12 @@ ROWS = (
     Row("the contrastive task alone, 8x longer (20,000 steps)", "sketch_gan_plus", "encoder",
         "contrastive_only_20k", (("lambda_gan", 0),), steps=20_000, archives=("omniglot",)),
     _PLAIN_12000,
-    Row("row 19 + 2,000 steps with neighbour partners: half of each batch's second views are of "
-        "one of the image's 3 nearest neighbours by row 19's encoder", "sketch_gan_plus",
-        "encoder", "contrastive_only_12000_neighbours",
+    _NEIGHBOURS_12000,
+    Row("the same with neighbour partners, 6,000 steps after row 19 (16,000)", "sketch_gan_plus",
+        "encoder", "contrastive_only_16000_neighbours",
         (("lambda_gan", 0), ("neighbours", 0.5),
          ("neighbours_from", "sketch_contrastive_{archive}"), ("neighbours_after", 10_000)),
-        steps=12_000),
+        steps=16_000, archives=("merchant",)),
 )
 
 # (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
@@ -175,6 +182,8 @@ GAN_PAIRS = ((_WITH_GAN_SHORT.label, _ALONE_SHORT.label, f"{ABLATION_STEPS} step
 # row, the same with another seed) for MODELS.md's sentences on them.
 FAKE_NEGATIVES = (_FAKE_NEGATIVES.label, _WITH_GAN_SHORT.label, _ALONE_SHORT.label)
 SEED_PAIR = (_ALONE_SHORT.label, _ALONE_SHORT_SEED_1.label)
+# (2,000 more steps without neighbour partners, the same with them) for MODELS.md's sentence.
+NEIGHBOUR_PAIR = (_PLAIN_12000.label, _NEIGHBOURS_12000.label)
 
 
 # Test-time pooling: the image and small shifts and scales of it (the transforms of the
