@@ -189,3 +189,20 @@ def test_whitened_dimension_follows_the_row(measured):
     training = np.random.default_rng(0).random((300, 64, 64, 1), dtype=np.float32)
     encoder = ablation.row_encoder(row, "sketch_gan_merchant", None, training)
     assert encoder.encode(np.zeros((2, 64, 64, 1), np.float32)).shape == (2, 64)
+
+
+def test_issue_18_goals_say_met_or_missed_and_show_a_near_miss_in_full(results_dir):
+    from zoo.apps import model_cards
+
+    def goals(p_at_8):
+        manifest = {"models": {"sketch_neighbours_merchant": {"train_seconds": 60.0}}}
+        retrieval = {"merchant_eval/sketch_neighbours_merchant": {
+            "rows": {"sketch_neighbours_merchant": {"P@8": p_at_8, "R@1": 0.996}}}}
+        lines = model_cards._contrastive_section(manifest, retrieval)
+        return next(line for line in lines if line.startswith("Goals: "))
+
+    assert ("merchant_eval P@8: missed (best sketch_neighbours_merchant, 0.9499 against 0.950)"
+            in goals(0.9499))
+    assert "merchant_eval P@8: met (best sketch_neighbours_merchant, 0.951 against 0.950)" in goals(
+        0.951)
+    assert "R@1 (exact match first): met" in goals(0.9499)

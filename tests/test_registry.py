@@ -78,3 +78,20 @@ def test_the_manifest_holds_only_the_shipped_weights_and_refuses_results(tmp_pat
                                          "Measured results are recorded with"):
         registry.write_manifest(measured)
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_neighbour_entries_rank_with_a_shipped_entry_whose_training_they_continue():
+    """`zoo train` of an entry with neighbour partners repeats its source entry's training, then
+    ranks the neighbours with that source's shipped weights: the source must be shipped, on the
+    same corpus, and its recipe the first `neighbours_after` steps of this one."""
+    entries = [entry for entry in REGISTRY.values()
+               if entry.family == "sketch_gan_plus" and entry.recipe.neighbours > 0]
+    assert entries
+    for entry in entries:
+        source = REGISTRY[entry.recipe.neighbours_from]
+        assert source.name in shipped_names() and source.corpus == entry.corpus
+        assert (source.family, source.architecture) == (entry.family, entry.architecture)
+        assert entry.recipe.neighbours_after == source.recipe.iterations < entry.recipe.iterations
+        assert entry.recipe.replace(
+            iterations=source.recipe.iterations, neighbours=0.0, neighbours_from="",
+            neighbours_after=0) == source.recipe

@@ -206,6 +206,34 @@ for _suffix, _corpus, _eval_corpus, _on, _licence in (
         licence=_licence, code_head=SKETCH_PLUS_CODE_HEAD,
     ))
 
+# Issue 18: neighbour partners. Each single-archive contrastive entry trained on from its 10,000
+# steps, the second view of half of each batch now drawn from one of the image's 3 nearest
+# neighbours in the training corpus by that shipped entry's embeddings (no labels): another
+# drawing of the same mark where the corpus holds several, which augmenting one drawing cannot
+# give. `zoo train sketch_neighbours_<archive>` repeats the 10,000 steps (the same batches and
+# views), then mines the neighbours and goes on (MODELS.md, the ablation's neighbour rows).
+NEIGHBOUR_STEPS = {"merchant": 20_000, "omniglot": 12_000}
+for _suffix, _corpus, _eval_corpus, _on, _licence in (
+        ("merchant", "merchant_train", "merchant_eval", "procedural merchant marks",
+         ModelEntry.licence),
+        ("omniglot", "omniglot_background", "omniglot_background",
+         "Omniglot background_small1 + small2 (no labels)", _OMNIGLOT_LICENCE)):
+    register(ModelEntry(
+        name=f"sketch_neighbours_{_suffix}",
+        description=f"sketch_contrastive_{_suffix} trained on to "
+                    f"{NEIGHBOUR_STEPS[_suffix]:,} steps with neighbour partners (the second "
+                    f"view of half of each batch is of one of the image's 3 nearest neighbours "
+                    f"by sketch_contrastive_{_suffix}), on {_on}",
+        family="sketch_gan_plus", architecture=SKETCH_PLUS_ARCHITECTURE,
+        corpus=_corpus, eval_corpus=_eval_corpus,
+        recipe=SKETCH_CONTRASTIVE_RECIPE.replace(
+            iterations=NEIGHBOUR_STEPS[_suffix], neighbours=0.5, neighbour_k=3,
+            neighbours_from=f"sketch_contrastive_{_suffix}", neighbours_after=10_000),
+        paper=SKETCH_PAPER + "; the contrastive recipe and neighbour partners: this project "
+                             "(MODELS.md, issue 18)",
+        licence=_licence, code_head=SKETCH_PLUS_CODE_HEAD,
+    ))
+
 # BinGAN. The paper-sized retrieval configuration (CIFAR-10, 3 channels, widths 96/192, the
 # Salimans generator, batch 25, 400 epochs) is registered for GPU runs; it ships no weights.
 BINGAN_PAPER_RECIPE = BinGANRecipe()

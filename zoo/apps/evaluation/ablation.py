@@ -42,10 +42,10 @@ Rows, in order, each adding one change to the row before it unless it says other
 28-29. row 19 trained 2,000 steps more, without and with neighbour partners (the second view of
     half of each batch is of one of the image's nearest neighbours in the corpus, ranked by row
     19's encoder: `neighbours_from=sketch_contrastive_<archive>`);
-30. the neighbour row trained on to 16,000 steps (merchant marks only).
+30-31. the neighbour row trained on to 16,000 and 20,000 steps (merchant marks only).
 
 Rows 5-16, 25 and 26 are short runs (`ABLATION_STEPS`) of the registered recipe with one field
-changed, rows 18, 19 and 27-30 full-length and longer ones; `zoo evaluate ablation --train`
+changed, rows 18, 19 and 27-31 full-length and longer ones; `zoo evaluate ablation --train`
 trains any that runs/ablation/ does not hold yet (seed 0).
 """
 
@@ -167,11 +167,10 @@ ROWS = (
         "contrastive_only_20k", (("lambda_gan", 0),), steps=20_000, archives=("omniglot",)),
     _PLAIN_12000,
     _NEIGHBOURS_12000,
-    Row("the same with neighbour partners, 6,000 steps after row 19 (16,000)", "sketch_gan_plus",
-        "encoder", "contrastive_only_16000_neighbours",
-        (("lambda_gan", 0), ("neighbours", 0.5),
-         ("neighbours_from", "sketch_contrastive_{archive}"), ("neighbours_after", 10_000)),
-        steps=16_000, archives=("merchant",)),
+    *(Row(f"the same with neighbour partners, {steps - 10_000:,} steps after row 19 "
+          f"({steps:,})", "sketch_gan_plus", "encoder", f"contrastive_only_{steps}_neighbours",
+          _NEIGHBOURS_12000.changes, steps=steps, archives=("merchant",))
+      for steps in (16_000, 20_000)),
 )
 
 # (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
