@@ -206,3 +206,15 @@ def test_issue_18_goals_say_met_or_missed_and_show_a_near_miss_in_full(results_d
     assert "merchant_eval P@8: met (best sketch_neighbours_merchant, 0.951 against 0.950)" in goals(
         0.951)
     assert "R@1 (exact match first): met" in goals(0.9499)
+
+
+def test_code_head_goals_need_the_own_archive_target_and_a_transfer_above_itq():
+    from zoo.apps import model_cards
+
+    line = model_cards._code_head_goals({
+        "sketch_neighbours_merchant": {"trained on": (0.86, 0.83), "transfer": (0.37, 0.33)},
+        "sketch_contrastive_merchant": {"trained on": (0.79, 0.76), "transfer": (0.37, 0.34)},
+        "sketch_contrastive_omniglot": {"trained on": (0.56, 0.52), "transfer": (0.48, 0.50)},
+    })[-1]
+    assert "hold for sketch_neighbours_merchant (0.860 >= 0.80; transfer 0.370 > 0.330)" in line
+    assert line.endswith("and not for sketch_contrastive_merchant, sketch_contrastive_omniglot.")
