@@ -212,7 +212,7 @@ for _suffix, _corpus, _eval_corpus, _on, _licence in (
 # drawing of the same mark where the corpus holds several, which augmenting one drawing cannot
 # give. `zoo train sketch_neighbours_<archive>` repeats the 10,000 steps (the same batches and
 # views), then mines the neighbours and goes on (MODELS.md, the ablation's neighbour rows).
-NEIGHBOUR_STEPS = {"merchant": 20_000, "omniglot": 12_000}
+NEIGHBOUR_STEPS = {"merchant": 24_000, "omniglot": 12_000}
 for _suffix, _corpus, _eval_corpus, _on, _licence in (
         ("merchant", "merchant_train", "merchant_eval", "procedural merchant marks",
          ModelEntry.licence),

@@ -42,10 +42,12 @@ Rows, in order, each adding one change to the row before it unless it says other
 28-29. row 19 trained 2,000 steps more, without and with neighbour partners (the second view of
     half of each batch is of one of the image's nearest neighbours in the corpus, ranked by row
     19's encoder: `neighbours_from=sketch_contrastive_<archive>`);
-30-31. the neighbour row trained on to 16,000 and 20,000 steps (merchant marks only).
+30-32. the neighbour row trained on to 16,000, 20,000 and 24,000 steps (merchant marks only;
+    24,000 is shipped as sketch_neighbours_merchant, 12,000 on Omniglot as
+    sketch_neighbours_omniglot).
 
 Rows 5-16, 25 and 26 are short runs (`ABLATION_STEPS`) of the registered recipe with one field
-changed, rows 18, 19 and 27-31 full-length and longer ones; `zoo evaluate ablation --train`
+changed, rows 18, 19 and 27-32 full-length and longer ones; `zoo evaluate ablation --train`
 trains any that runs/ablation/ does not hold yet (seed 0).
 """
 
@@ -170,7 +172,7 @@ ROWS = (
     *(Row(f"the same with neighbour partners, {steps - 10_000:,} steps after row 19 "
           f"({steps:,})", "sketch_gan_plus", "encoder", f"contrastive_only_{steps}_neighbours",
           _NEIGHBOURS_12000.changes, steps=steps, archives=("merchant",))
-      for steps in (16_000, 20_000)),
+      for steps in (16_000, 20_000, 24_000)),
 )
 
 # (label with the GAN, label without it, the runs' length) for MODELS.md's "what does the GAN
