@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from zoo.recipes import BinGANPlusRecipe  # noqa: F401  (re-exported)
 from zoo.training import bingan
+from zoo.training.batches import neighbour_partners, seeded_sample, step_dataset
 from zoo.training.bingan import OfficialAdam, learning_rate_schedule
 from zoo.training.sketch_gan_plus import augment as affine_augment
 from zoo.training.sketch_gan_plus import nt_xent
@@ -72,26 +73,20 @@ def batch_dataset(images, recipe, first_step, last_step):
     its pixel neighbours). Batch s depends only on (seed, s), so a resumed run sees the batches
     an uninterrupted one would have."""
     corpus = tf.constant(images)
-    count = len(images)
     neighbours = (tf.constant(pixel_neighbours(images, recipe.neighbour_k))
                   if recipe.neighbours > 0 else None)
 
     def sample(step):
         seed = tf.stack([tf.cast(recipe.seed, tf.int64), step])
-        keys = tf.random.stateless_uniform([count], seed=seed)
-        index = tf.argsort(keys)[:recipe.batch_size]
+        index = seeded_sample(len(images), recipe.batch_size, seed)
         partner = index
         if neighbours is not None:
-            seeds = tf.random.experimental.stateless_split(seed, 2)
-            pick = tf.random.stateless_uniform([recipe.batch_size], seeds[0], 0,
-                                               recipe.neighbour_k, dtype=tf.int32)
-            use = tf.random.stateless_uniform([recipe.batch_size], seeds[1]) < recipe.neighbours
-            chosen = tf.gather(tf.gather(neighbours, index), pick, batch_dims=1)
-            partner = tf.where(use, chosen, index)
+            partner = neighbour_partners(neighbours, index,
+                                         tf.random.experimental.stateless_split(seed, 2),
+                                         recipe.neighbours)
         return tf.gather(corpus, tf.concat([index, partner], 0))
 
-    steps = tf.data.Dataset.range(first_step, last_step)
-    return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return step_dataset(sample, first_step, last_step)
 
 
 class BinGANPlusTrainer(bingan.BinGANTrainer):

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.training.batches import neighbour_partners, seeded_sample, step_dataset
 from zoo.training.gan import GANTrainer, _bce_with_logits, compile_with_adam
 from zoo.training.wrapper import TrainingWrapper
 
@@ -196,25 +197,19 @@ def batch_dataset(images, recipe, first_step, last_step):
     if not recipe.neighbours > 0:
         return generic(images, recipe.batch_size, recipe.seed, first_step, last_step)
     corpus = tf.constant(images)
-    count = len(images)
     neighbours = tf.constant(embedding_neighbours(recipe.neighbours_from, images,
                                                   recipe.neighbour_k))
 
     def sample(step):
         seed = tf.stack([tf.cast(recipe.seed, tf.int64), step])
-        index = tf.argsort(tf.random.stateless_uniform([count], seed=seed))[:recipe.batch_size]
+        index = seeded_sample(len(images), recipe.batch_size, seed)
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(seed, 1), 2)
-        pick = tf.random.stateless_uniform([recipe.batch_size], seeds[0], 0, recipe.neighbour_k,
-                                           dtype=tf.int32)
-        use = ((tf.random.stateless_uniform([recipe.batch_size], seeds[1]) < recipe.neighbours)
-               & (step >= recipe.neighbours_after))
-        partner = tf.where(use, tf.gather(tf.gather(neighbours, index), pick, batch_dims=1),
-                           index)
+        share = tf.where(step >= recipe.neighbours_after, recipe.neighbours, 0.0)
+        partner = neighbour_partners(neighbours, index, seeds, share)
         return tf.gather(corpus, tf.concat([index, partner], 0))
 
-    steps = tf.data.Dataset.range(first_step, last_step)
-    return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return step_dataset(sample, first_step, last_step)
 
 
 class ContrastiveGANTrainer(GANTrainer):

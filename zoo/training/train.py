@@ -9,6 +9,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from zoo.training.batches import seeded_sample, step_dataset
 from zoo.training.callbacks import (Checkpoint, ProgressBar, SampleGrid, Snapshots, StepLogger,
                                     StopOnNaN)
 from zoo.training.checkpoint import load_checkpoint
@@ -22,14 +23,12 @@ def batch_dataset(images, batch_size, seed, first_step, last_step):
     was never interrupted would have seen.
     """
     corpus = tf.constant(images)
-    count = len(images)
 
     def sample(step):
-        keys = tf.random.stateless_uniform([count], seed=tf.stack([tf.cast(seed, tf.int64), step]))
-        return tf.gather(corpus, tf.argsort(keys)[:batch_size])
+        return tf.gather(corpus, seeded_sample(len(images), batch_size,
+                                               tf.stack([tf.cast(seed, tf.int64), step])))
 
-    steps = tf.data.Dataset.range(first_step, last_step)
-    return steps.map(sample, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return step_dataset(sample, first_step, last_step)
 
 
 def truncate_log(path, step):
