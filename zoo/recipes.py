@@ -215,12 +215,11 @@ class SketchGANPlusRecipe(Recipe):
         if not 0 <= self.neighbours <= 1:
             raise ValueError(f"neighbours is a share of the batch in [0, 1], got "
                              f"{self.neighbours}.")
-        for field in ("neighbour_k", "neighbours_after"):
+        for field, least in (("neighbour_k", 1), ("neighbours_after", 0)):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                    1 if field == "neighbour_k" else 0):
-                raise ValueError(f"SketchGANPlusRecipe.{field} must be an integer >= "
-                                 f"{1 if field == 'neighbour_k' else 0}, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"SketchGANPlusRecipe.{field} must be an integer >= {least}, "
+                                 f"got {value!r}.")
         if self.neighbours > 0 and not (isinstance(self.neighbours_from, str)
                                         and self.neighbours_from and self.lambda_con > 0):
             raise ValueError("neighbours > 0 needs neighbours_from (the registered model whose "

@@ -310,7 +310,7 @@ def _other_issue_18_rows(record):
     """Issue 18's use for the generator (its images as extra negatives) against the rows with
     and without the GAN, how far one short row moves with another seed, and neighbour partners
     against the same steps without them."""
-    from zoo.apps.evaluation.ablation import COLUMNS, FAKE_NEGATIVES, NEIGHBOUR_PAIR, SEED_PAIR
+    from zoo.apps.evaluation.ablation import FAKE_NEGATIVES, NEIGHBOUR_PAIR, SEED_PAIR
 
     rows = {row["label"]: row["metrics"] for row in record["rows"]}
     lines = []
@@ -321,14 +321,14 @@ def _other_issue_18_rows(record):
                   "projections, `fake_negatives=1`), " + "; ".join(
                       f"{column} {_fmt_metric(column, negatives[column])} (with the GAN as "
                       f"shipped {_fmt_metric(column, with_gan[column])}, without it "
-                      f"{_fmt_metric(column, alone[column])})" for column in COLUMNS
-                      if column in negatives and column in with_gan and column in alone) + "."]
+                      f"{_fmt_metric(column, alone[column])})"
+                      for column in _shared_columns(negatives, with_gan, alone)) + "."]
     if all(label in rows for label in SEED_PAIR):
         first, second = (rows[label] for label in SEED_PAIR)
         lines += ["", "*Noise between seeds*: the same short run with seed 1 instead of 0 "
                   "moves " + ", ".join(
                       f"{column} by {_fmt_metric(column, abs(second[column] - first[column]))}"
-                      for column in COLUMNS if column in first and column in second)
+                      for column in _shared_columns(first, second))
                   + "; read smaller differences between short rows as noise."]
     if all(label in rows for label in NEIGHBOUR_PAIR):
         plain, partners = (rows[label] for label in NEIGHBOUR_PAIR)
@@ -337,15 +337,15 @@ def _other_issue_18_rows(record):
                   "image's 3 nearest neighbours in the corpus by that encoder (no labels), "
                   "against the same 2,000 steps without them: " + "; ".join(
                       f"{column} {_fmt_metric(column, partners[column])} against "
-                      f"{_fmt_metric(column, plain[column])}" for column in COLUMNS
-                      if column in plain and column in partners) + "."]
+                      f"{_fmt_metric(column, plain[column])}"
+                      for column in _shared_columns(plain, partners)) + "."]
     return lines
 
 
 def _gan_contribution(record):
     """Issue 18's question, answered from the recorded rows: each contrastive run with and
     without the GAN (short runs whitened as the exported encoder is; full-length encoders)."""
-    from zoo.apps.evaluation.ablation import COLUMNS, GAN_PAIRS
+    from zoo.apps.evaluation.ablation import GAN_PAIRS
 
     rows = {row["label"]: row["metrics"] for row in record["rows"]}
     lines = []
@@ -353,7 +353,7 @@ def _gan_contribution(record):
         if with_label not in rows or alone_label not in rows:
             continue
         with_gan, alone = rows[with_label], rows[alone_label]
-        columns = [column for column in COLUMNS if column in alone and column in with_gan]
+        columns = _shared_columns(alone, with_gan)
         # +1: better without the GAN, -1: worse, 0: the same (one-shot error: lower is better).
         sign = {column: int(np.sign(alone[column] - with_gan[column]))
                 * (-1 if column == "one-shot error" else 1) for column in columns}
@@ -372,6 +372,14 @@ def _gan_contribution(record):
                       f"{_fmt_metric(column, alone[column])} without" for column in columns)
                   + f". {verdict} (one seed)."]
     return lines
+
+
+def _shared_columns(*metrics):
+    """The ablation's columns that every one of `metrics` ({column: value}) holds, in order
+    (rows recorded before a column existed lack it)."""
+    from zoo.apps.evaluation.ablation import COLUMNS
+
+    return [column for column in COLUMNS if all(column in row for row in metrics)]
 
 
 def _fmt_metric(column, value):
@@ -433,7 +441,13 @@ def _contrastive_section(manifest, retrieval):
     for label, source, target, direction in ISSUE_18_GOALS:
         values = {name: _issue_18_value(source, name, oneshot, retrieval) for name in shown}
         percent = source[0] == "oneshot"
-        cell = (lambda v: "-" if v is None else (f"{100 * v:.1f}%" if percent else f"{v:.3f}"))
+
+        def cell(value, places=0):
+            """A goal's number as the table shows it; `places` more digits to show a near miss."""
+            if value is None:
+                return "-"
+            return f"{100 * value:.{1 + places}f}%" if percent else f"{value:.{3 + places}f}"
+
         lines.append(f"| {label} | {direction} {cell(target)} | "
                      + " | ".join(cell(values[name]) for name in shown) + " |")
         measured = {name: values[name] for name in names if values[name] is not None}
@@ -442,8 +456,7 @@ def _contrastive_section(manifest, retrieval):
             met = (measured[best] <= target) if direction == "<=" else (measured[best] >= target)
             shown_best = cell(measured[best])
             if not met and shown_best == cell(target):  # a miss that rounds to the target
-                shown_best = (f"{100 * measured[best]:.2f}%" if percent
-                              else f"{measured[best]:.4f}")
+                shown_best = cell(measured[best], places=1)
             verdicts.append(f"{label}: {'met' if met else 'missed'} (best {best}, "
                             f"{shown_best} against {cell(target)})")
     lines.append("| training time (<= 2 h on 2 cores) | | " + " | ".join(

@@ -286,9 +286,9 @@ def run_changes(row, trained_on):
                                else value for key, value in row.changes}}
 
 
-def train_command(name, row, runs_dir, trained_on):
+def train_command(name, row, run_dir, trained_on):
     sets = [f"--set {key}={value}" for key, value in run_changes(row, trained_on).items()]
-    return f"zoo train {name} --out {os.path.join(runs_dir, row.run)} " + " ".join(sets)
+    return f"zoo train {name} --out {run_dir} " + " ".join(sets)
 
 
 def recorded_rows(trained_on):
@@ -337,12 +337,12 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
         name = row.model or f"{row.family}_{trained_on}"
         weights_path, command = None, f"zoo train {name} (shipped weights)"
         if row.run:
-            command = train_command(name, row, runs_dir, trained_on)
-            weights_path = os.path.join(runs_dir, row.run, f"{name}.weights.h5")
+            run_dir = os.path.join(runs_dir, row.run)
+            command = train_command(name, row, run_dir, trained_on)
+            weights_path = os.path.join(run_dir, f"{name}.weights.h5")
             if not os.path.exists(weights_path) and train:
                 progress(f"training {row.run}: {command}")
-                train_model(name, os.path.join(runs_dir, row.run), data_dir,
-                            run_changes(row, trained_on))
+                train_model(name, run_dir, data_dir, run_changes(row, trained_on))
             if not os.path.exists(weights_path):
                 result["skipped"].append({"label": row.label, "command": command})
                 continue
