@@ -67,14 +67,15 @@ def code_bits(discriminator_weights, family, architecture, train_images, images)
     code_layers = sorted((layer.units, layer.name) for layer in discriminator.layers
                          if layer.name == "code" or layer.name.startswith("code_"))
     heads, layers = [bits for bits, _ in code_layers], [name for _, name in code_layers]
+    # Outputs by name: Keras returns a one-output list model's output bare, not in a list.
     extractor = keras.Model(discriminator.input,
-                            [discriminator.get_layer(name).output for name in layers])
+                            {name: discriminator.get_layer(name).output for name in layers})
 
     def codes(batch_images):
         outputs = [extractor(batch_images[i:i + 2000], training=False)
                    for i in range(0, len(batch_images), 2000)]
-        return [np.concatenate([np.asarray(batch[index]) for batch in outputs])
-                for index in range(len(layers))]
+        return [np.concatenate([np.asarray(batch[name]) for batch in outputs])
+                for name in layers]
 
     result = {}
     for bits, raw, calibration in zip(heads, codes(images), codes(train_images)):
