@@ -40,7 +40,7 @@ def test_the_registered_union_holds_both_archives():
 
     spec = get_corpus("merchant_and_omniglot")
     assert [part for part, _ in spec["parts"]] == [get_corpus("merchant_train"),
-                                                   get_corpus("omniglot_background")]
+                                                   get_corpus("omniglot_background_repeated")]
 
 
 def test_a_run_on_another_corpus_records_it_and_is_not_published(tmp_path, monkeypatch):

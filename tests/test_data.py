@@ -92,6 +92,48 @@ def test_omniglot_reads_the_official_zips():
     assert np.all(omniglot.images[:, :3].max(axis=(1, 2, 3)) < 0.5)
 
 
+def _omniglot_zip(path, subset, drawings):
+    """A zip laid out as Omniglot's: subset/alphabet/characterNN/IIII_DD.png, one stroke each."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for alphabet, character, drawer, column in drawings:
+            page = np.full((105, 105), 255, np.uint8)
+            page[20:80, column:column + 6] = 0
+            stream = io.BytesIO()
+            Image.fromarray(page).save(stream, format="PNG")
+            archive.writestr(f"{subset}/{alphabet}/character{character:02d}/"
+                             f"{1000 + character:04d}_{drawer:02d}.png", stream.getvalue())
+
+
+def test_omniglot_reads_a_drawing_in_two_zips_once_with_one_label(tmp_path):
+    # Like images_background_small1 and small2, which both hold Greek and Latin.
+    _omniglot_zip(tmp_path / "first.zip", "first", [("Greek", 1, 1, 10), ("Greek", 1, 2, 20),
+                                                    ("Korean", 1, 1, 30)])
+    _omniglot_zip(tmp_path / "second.zip", "second", [("Greek", 1, 1, 10), ("Greek", 1, 2, 20),
+                                                      ("Greek", 1, 3, 40), ("Tagalog", 1, 1, 50)])
+    omniglot = load_omniglot(str(tmp_path), subsets=("first", "second"))
+    assert [name.split("/", 1)[1] for name in omniglot.names] == [
+        "Greek/character01/1001_01.png", "Greek/character01/1001_02.png",
+        "Korean/character01/1001_01.png", "Greek/character01/1001_03.png",
+        "Tagalog/character01/1001_01.png"]
+    # Greek character 1 is one character, whichever zip a drawing came from.
+    assert omniglot.characters.tolist() == [0, 0, 1, 0, 2]
+    repeated = load_omniglot(str(tmp_path), subsets=("first", "second"), repeats=True)
+    assert len(repeated) == 7 and repeated.characters.tolist() == [0, 0, 1, 0, 0, 0, 2]
+    np.testing.assert_array_equal(repeated.images[3], repeated.images[0])
+
+
+def test_the_omniglot_background_corpus_is_242_characters_by_20_drawers():
+    from zoo.data.corpora import load_corpus
+    from zoo.registry import get_corpus
+
+    corpus = load_corpus(get_corpus("omniglot_background"))
+    assert corpus.images.shape == (4840, 64, 64, 1)
+    assert np.bincount(corpus.labels).tolist() == [20] * 242
+    assert len(load_corpus(get_corpus("omniglot_background_repeated"))) == 5840
+
+
 def test_omniglot_missing_folder_says_where_to_point(tmp_path):
     with pytest.raises(ValueError, match="ZOO_OMNIGLOT_DIR") as error:
         load_omniglot(str(tmp_path))

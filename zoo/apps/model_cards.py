@@ -70,8 +70,16 @@ only training uses.
   two differ by about 0.002 per pixel on average when shrinking Omniglot's 105x105 images).
 - The merchant corpus is procedural (`zoo.data.merchant_marks`): the paper's 2,000 Prize Papers
   crops are not public.
-- Omniglot `images_background_small1` + `small2` as shipped hold 292 characters x 20 drawers =
-  5,840 images (the spec's "242 characters" does not match the zips).
+- Omniglot `images_background_small1` + `small2` hold 242 characters x 20 drawers = 4,840
+  drawings, but both zips hold the Greek and Latin alphabets (the same 1,000 files). Until
+  2026-11-28 the loader read both copies and gave each zip's copy of a character its own label,
+  so `omniglot_background` had 5,840 images and 292 "characters": a drawing's twin in the other
+  zip ranked first and counted as a miss, and a Greek or Latin query had 19 of its 39 true
+  matches counted as misses. Every Omniglot P@8 and R@1 here is measured on the corrected
+  corpus (each drawing once, one label per character). The Omniglot entries trained on both
+  copies (`omniglot_background_repeated`, 5,840 images); that corpus is kept so `zoo train`
+  repeats their trainings on the same images. The one-shot runs (`all_runs.zip`) were never
+  affected.
 """
 
 
@@ -86,6 +94,14 @@ SCALE_NOTE = (
     "bring every model near chance, while for small shifts (the heat maps' centre) sketch-GAN "
     "is clearly more tolerant.")
 
+
+# The issues' Omniglot targets predate the corpus fix (see NOTES): said once where they are judged.
+OMNIGLOT_TARGETS_NOTE = (
+    "The Omniglot targets (issue 18's 0.65, issue 14's 0.50) were set on the figures measured "
+    "before the Omniglot corpus fix (the notes at the top; zoo/ as of e7e1e4c), when "
+    "sketch_gan_plus_omniglot's P@8 read 0.518 and its 64-bit ITQ code 0.428; the corrected "
+    "protocol scores every model higher, those baselines included (the retrieval tables "
+    "above), so read a target against the baseline's figure beside it.")
 
 TRANSFER_NOTE = (
     "What the measurements say: from merchant marks to Omniglot, 500 steps of fine-tuning lift "
@@ -463,7 +479,7 @@ def _contrastive_section(manifest, retrieval):
         f"{manifest['models'][name]['train_seconds'] / 60:.0f} min"
         if name in manifest["models"] else "-" for name in shown) + " |")
     if verdicts:
-        lines += ["", "Goals: " + "; ".join(verdicts) + "."]
+        lines += ["", "Goals: " + "; ".join(verdicts) + ".", "", OMNIGLOT_TARGETS_NOTE]
     lines += _contrastive_transfer_and_invariance(names, retrieval)
     curves = results.read("learning_curve")
     for key, record in curves.items():
@@ -477,19 +493,19 @@ def _contrastive_transfer_and_invariance(names, retrieval):
     """Issue 18's other goals, each new single-archive entry beside the sketch-GAN+ entry
     trained on the same archive: P@8 on the archive it never saw, and invariance (normalised
     similarity under each transform: higher is flatter)."""
-    other = {"merchant_train": "omniglot_background", "omniglot_background": "merchant_eval"}
+    other = {"merchant_eval": "omniglot_background", "omniglot_background": "merchant_eval"}
     invariance = results.read("invariance")
     lines = []
     for name in names:
-        corpus = REGISTRY[name].corpus
+        corpus, archive = REGISTRY[name].corpus, REGISTRY[name].eval_corpus
         base = next((b for b in ISSUE_18_BASELINES if REGISTRY[b].corpus == corpus), None)
         if base is None:
             continue
-        transfer = [retrieval.get(f"{other[corpus]}/{n}", {}).get("rows", {}).get(n, {}).get(
+        transfer = [retrieval.get(f"{other[archive]}/{n}", {}).get("rows", {}).get(n, {}).get(
             "P@8") for n in (name, base)]
         if None not in transfer:
             verdict = "kept or improved" if transfer[0] >= transfer[1] else "**lower**"
-            lines.append(f"- Transfer: {name} on `{other[corpus]}` (never trained on) P@8 "
+            lines.append(f"- Transfer: {name} on `{other[archive]}` (never trained on) P@8 "
                          f"{transfer[0]:.3f} against {base}'s {transfer[1]:.3f}: {verdict}.")
         flat = [invariance.get(f"{corpus}/{n}") for n in (name, base)]
         if None not in flat:
@@ -560,17 +576,17 @@ What the rows say:
 
 - **The learned code beats ITQ on the same features**, as BinGAN claims (but see the next point
   for why): +0.094
-  P@8 on merchant marks and +0.077 on Omniglot where each model was trained, +0.054 and +0.014
+  P@8 on merchant marks and +0.095 on Omniglot where each model was trained, +0.068 and +0.014
   on the other archive. Against the goals (0.80 on merchant marks, 0.50 on Omniglot at 64
-  bits), these two sketch-GAN+ heads meet Omniglot's (0.505) and miss merchant marks' (0.741;
+  bits), these two sketch-GAN+ heads meet Omniglot's (0.613) and miss merchant marks' (0.741;
   their float embedding scores 0.841); the line under the first table says which shipped
   heads meet all of them (a better float encoder gives a better code).
 - **The contrastive term does the work, not BinGAN's regularisers.** Without NT-Xent the head
-  falls back to ITQ's level (0.641, 0.423); without BRE nothing changes (0.742, 0.506); DMR in
+  falls back to ITQ's level (0.641, 0.508); without BRE nothing changes (0.742, 0.613); DMR in
   place of the distillation term is no better on merchant marks (0.728) and, on Omniglot, trades
-  transfer for in-domain P@8 (0.555 in-domain, but 0.421 on merchant marks, below ITQ's 0.462).
-- **Distillation is there for transfer.** It costs the Omniglot head in-domain P@8 (0.545 to
-  0.505) and buys it 0.064 on merchant marks, where without it the learned code falls below ITQ
+  transfer for in-domain P@8 (0.678 in-domain, but 0.421 on merchant marks, below ITQ's 0.462).
+- **Distillation is there for transfer.** It costs the Omniglot head in-domain P@8 (0.669 to
+  0.613) and buys it 0.064 on merchant marks, where without it the learned code falls below ITQ
   (0.412 against 0.462); the issue asks a learned code to beat ITQ on an archive it never saw.
 - **128 bits reach 0.80 on merchant marks** (0.817 learned against 0.741 for 128-bit ITQ), at
   16 bytes an image; the shipped heads stay at 64 bits, which every index, Beam shard and
@@ -600,7 +616,8 @@ def _code_head_goals(goals):
     return ["", "Issue 14's goals for a learned 64-bit code (P@8 >= 0.80 on merchant marks, "
                 ">= 0.50 on Omniglot, above the ITQ head on the archive never trained on) "
                 "hold for " + ("; ".join(met) if met else "no model")
-            + (f", and not for {', '.join(missed)}." if missed else ".")]
+            + (f", and not for {', '.join(missed)}." if missed else ".")
+            + " " + OMNIGLOT_TARGETS_NOTE]
 
 
 def _code_head_section(manifest, retrieval):

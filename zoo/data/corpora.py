@@ -26,7 +26,8 @@ def describe(spec):
         return (f"procedural merchant marks: {spec['num_identities']} identities x "
                 f"{spec['instances_per_identity']} instances, seed {spec['seed']}")
     if spec["kind"] == "omniglot":
-        return "Omniglot " + " + ".join(spec["subsets"])
+        return "Omniglot " + " + ".join(spec["subsets"]) + (
+            " (every zip's copy of a drawing)" if spec.get("repeats") else "")
     if spec["kind"] == "folder":
         return f"image folder {spec['path']}"
     if spec["kind"] == "cifar10":
@@ -54,7 +55,8 @@ def load_corpus(spec, data_dir=None):
         from zoo.data.omniglot import load_omniglot
 
         omniglot = load_omniglot(data_dir, subsets=tuple(options.get("subsets", ())),
-                                 limit=options.get("limit"))
+                                 limit=options.get("limit"),
+                                 repeats=bool(options.get("repeats", False)))
         return LabelledImages(omniglot.images, omniglot.characters)
     if kind == "folder":
         from zoo.data.images import load_image_folder

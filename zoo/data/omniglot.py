@@ -5,6 +5,11 @@ hand-drawn symbols with a free notion of "the same mark by another hand". The zo
 `images_background_small1` + `images_background_small2` (242 characters x 20 drawers = 4,840
 images) without labels; character and drawer ids are returned for evaluation only.
 
+The two small background sets overlap: both hold the Greek and Latin alphabets (1,000 identical
+files). A file that an earlier subset already gave is read once, and a character's id depends on
+its alphabet and character only, never on the zip it came from; `repeats=True` reads every
+subset's copy (the 5,840 images the Omniglot entries shipped before 2026-11-28 trained on).
+
 Nothing is downloaded: pass the folder holding the zips, or set ZOO_OMNIGLOT_DIR. Inside a
 checkout of this project the default is the shared data folder beside the repository.
 """
@@ -34,7 +39,7 @@ def default_omniglot_dir():
 @dataclasses.dataclass(frozen=True)
 class Omniglot:
     images: np.ndarray  # float32 [N, size, size, 1], strokes 1 on black
-    characters: np.ndarray  # int64 [N], one id per (subset, alphabet, character)
+    characters: np.ndarray  # int64 [N], one id per (alphabet, character)
     drawers: np.ndarray  # int64 [N], 1..20
     names: tuple  # N member names inside the zips, e.g. 'images_background_small1/Latin/character01/0686_03.png'
 
@@ -54,24 +59,31 @@ def _zip_path(root, subset):
 
 
 def load_omniglot(root=None, subsets=BACKGROUND_SMALL, size=DEFAULT_SIZE, margin=DEFAULT_MARGIN,
-                  limit=None):
+                  limit=None, repeats=False):
     """Read Omniglot subsets from their zips and preprocess them to white-on-black squares.
 
-    `limit` keeps only the first `limit` characters of each subset (for quick tests).
+    A drawing (alphabet/character/file) that an earlier subset already held is skipped, unless
+    `repeats`. `limit` keeps only the first `limit` characters of each subset (for quick tests).
     """
     root = root or default_omniglot_dir()
     images, characters, drawers, names = [], [], [], []
-    character_ids = {}
+    character_ids, seen = {}, set()
     for subset in subsets:
+        subset_characters = set()
         with zipfile.ZipFile(_zip_path(root, subset)) as archive:
             members = sorted(n for n in archive.namelist() if _PATH_PATTERN.match(n))
             for name in members:
                 _, alphabet, character, _, drawer = _PATH_PATTERN.match(name).groups()
-                key = (subset, alphabet, character)
-                if key not in character_ids:
-                    if limit is not None and sum(k[0] == subset for k in character_ids) >= limit:
+                drawing = name.split("/", 1)[1]  # the path below the subset's folder
+                if drawing in seen and not repeats:
+                    continue
+                key = (alphabet, character)
+                if key not in subset_characters:
+                    if limit is not None and len(subset_characters) >= limit:
                         continue
-                    character_ids[key] = len(character_ids)
+                    subset_characters.add(key)
+                seen.add(drawing)
+                character_ids.setdefault(key, len(character_ids))
                 images.append(preprocess(decode_image(archive.read(name)), size, margin))
                 characters.append(character_ids[key])
                 drawers.append(int(drawer))

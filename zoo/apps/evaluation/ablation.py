@@ -61,7 +61,7 @@ from zoo.apps.evaluation.oneshot import one_shot_errors
 from zoo.apps.evaluation.retrieval import l2_normalise, retrieval_metrics
 
 ABLATION_STEPS = 400
-TRAINED_ON = {"merchant": "merchant_train", "omniglot": "omniglot_background"}
+TRAINED_ON = {"merchant": "merchant_train", "omniglot": "omniglot_background_repeated"}
 COLUMNS = ("one-shot error", "Omniglot P@8", "merchant P@8", "merchant R@1")
 COMMAND = "zoo evaluate ablation --trained-on {trained_on} --train --record"
 
@@ -352,8 +352,7 @@ def run_ablation(trained_on, runs_dir=None, train=False, data_dir=None, rows=ROW
     runs = load_runs(data_dir)
     omniglot = load_corpus(get_corpus("omniglot_background"), data_dir)
     merchant = load_corpus(get_corpus("merchant_eval"))
-    training_images = (omniglot.images if trained_on == "omniglot"
-                       else load_corpus(get_corpus(TRAINED_ON[trained_on])).images)
+    training_images = load_corpus(get_corpus(TRAINED_ON[trained_on]), data_dir).images
     for row, name, weights_path, command in measurable:
         encoder = row_encoder(row, name, weights_path, training_images)
         metrics = measure(encoder, runs, omniglot, merchant)
