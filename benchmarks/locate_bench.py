@@ -41,7 +41,8 @@ def main(argv=None):
     parser.add_argument("--marks", type=int, default=8, help="marks per page")
     parser.add_argument("--strides", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--models", nargs="+",
-                        default=["sketch_gan_plus_merchant", "sketch_gan_merchant"])
+                        default=["sketch_neighbours_merchant", "sketch_gan_plus_merchant",
+                                 "sketch_gan_merchant"])
     args = parser.parse_args(argv)
 
     import zoo

@@ -14,7 +14,7 @@ the hidden marks.
    keeps (codes and region table) and the process's resident memory; query time (median, p90,
    the query's encoding included) and recall@10, two-stage (64-bit codes, then the best
    `--candidates` re-ranked by float embeddings from disk) and exact (every embedding).
-   Indexes are kept in --data and reused (delete them to time the build again).
+   Indexes are kept in --data, one a model, and reused (delete them to time the build again).
 2. Exhaustive baseline, on a subset of `--baseline-pages` pages (every page hiding a query plus
    distractor pages) that is affordable: the sliding grid of `zoo.locate(proposals="grid")`
    (default sides, stride 0.25) encoded once a page and scored for every query; against it,
@@ -251,7 +251,7 @@ def main(argv=None):
     parser.add_argument("--pages", type=int, nargs="+", default=[1000])
     parser.add_argument("--hide-among", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--model", default="sketch_gan_plus_merchant")
+    parser.add_argument("--model", default="sketch_neighbours_merchant")
     parser.add_argument("--candidates", type=int, default=4096)
     parser.add_argument("--baseline-pages", type=int, default=300,
                         help="pages searched exhaustively (0: skip the baseline)")
@@ -279,7 +279,7 @@ def main(argv=None):
         hidden = instances(truth, pages)
         before = rss_mb()
         index, seconds, reused = build_index(paths[:pages], os.path.join(
-            args.data, f"index-{pages}.idx"), args.model)
+            args.data, f"index-{args.model}-{pages}.idx"), args.model)
         sizes = index_sizes(index)
         measured = measure_index(index, queries, hidden, args.candidates, before)
         row = {**sizes, "build_seconds": seconds, "build_pages_per_second": pages / seconds,

@@ -59,6 +59,13 @@ CORPORA["merchant_and_omniglot"] = {
     "parts": [(CORPORA["merchant_train"], 2), (CORPORA["omniglot_background_repeated"], 1)]}
 
 
+# The encoder the tools default to for an archive of marks (zoo demo, zoo index build, zoo locate,
+# the region index): the best on merchant_eval (MODELS.md, issue 18), and on the page-archive
+# benchmark it finds more hidden marks than sketch_gan_plus_merchant (README, "Search a page
+# archive"). Same network and cost as sketch-GAN+.
+RECOMMENDED = "sketch_neighbours_merchant"
+
+
 def get_corpus(name):
     if name not in CORPORA:
         raise ValueError(f"Unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}.")

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from zoo.precision import CHOICES as PRECISION_CHOICES
+from zoo.registry import RECOMMENDED
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -574,7 +575,7 @@ def build_parser():
 
     sub = commands.add_parser("demo", help="export, serve, encode a generated corpus through "
                                            "the client, write a retrieval grid")
-    sub.add_argument("--model", default="sketch_gan_plus_merchant")
+    sub.add_argument("--model", default=RECOMMENDED)
     sub.add_argument("--out", default="demo")
     sub.add_argument("--in-process", action="store_true", help="encode without the server")
     sub.set_defaults(run=cmd_demo)
@@ -591,8 +592,7 @@ def build_parser():
                             "the registered model that encoded them (default: theirs)")
     build.add_argument("--out", required=True, help="index directory to write, e.g. my.idx")
     build.add_argument("--model", action="append",
-                       help="registered model (repeat for several; default sketch_gan_merchant, "
-                            "with --regions sketch_gan_plus_merchant)")
+                       help=f"registered model (repeat for several; default {RECOMMENDED})")
     build.add_argument("--regions", action="store_true",
                        help="the files are page photographs: index every page's candidate "
                             "regions, so that a search finds pages and boxes")
@@ -642,7 +642,8 @@ def build_parser():
     sub.add_argument("page", help="page image file")
     sub.add_argument("query", help="image file of the mark to find")
     sub.add_argument("--out", metavar="PNG", help="write the heat map and best boxes")
-    sub.add_argument("--model", default="sketch_gan_merchant")
+    sub.add_argument("--model", default=RECOMMENDED,
+                     help=f"registered model (default {RECOMMENDED})")
     sub.add_argument("--scales", type=int, nargs="+", metavar="PX",
                      help="grid: box sides in pixels (default: 10, 15, 22, 33%% of the shorter "
                           "side)")

@@ -6,7 +6,7 @@ import os
 from zoo.data.corpora import load_corpus
 from zoo.apps.evaluation.retrieval import raw_pixel_embeddings, retrieval_metrics
 from zoo.apps.evaluation.run import save_query_grid
-from zoo.registry import get_corpus
+from zoo.registry import RECOMMENDED, get_corpus
 
 MODEL_CONFIG = """model_config_list {{
   config {{ name: "{name}" base_path: "{base_path}" model_platform: "tensorflow" }}
@@ -34,7 +34,7 @@ def encode_via_server(encoder, images, work_dir):
         server.stop()
 
 
-def run_demo(model="sketch_gan_plus_merchant", out_dir="demo", corpus="merchant_eval",
+def run_demo(model=RECOMMENDED, out_dir="demo", corpus="merchant_eval",
              via_server=True):
     """Encode `corpus` with `model` (through a served SavedModel unless `via_server` is False),
     write a query + top-8 grid PNG, and return a short report."""

@@ -30,7 +30,7 @@ step of it (ink regions: of the regions covering it; -1 where none is): `draw_lo
 it on the page with the best boxes.
 
     import zoo
-    found = zoo.locate('page.jpg', 'query.png')        # model='sketch_gan_merchant'
+    found = zoo.locate('page.jpg', 'query.png')        # model=zoo.registry.RECOMMENDED
     found.boxes[0]                                     # Box(x=412, y=96, w=88, h=131, score=0.91)
     from zoo.apps.locating import draw_locate
     draw_locate('page.jpg', found, 'heat.png')         # heat map + boxes, written atomically
@@ -54,6 +54,7 @@ from zoo.visualize import save_png
 from zoo.data.images import DEFAULT_MARGIN, decode_image
 from zoo.apps.proposals import box_iou, non_max_suppression  # noqa: F401 - part of this API
 from zoo.apps.proposals import strokes_bright
+from zoo.registry import RECOMMENDED
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def _compiled_prepare(size, margin):
 # ----------------------------------------------------------------------------- search
 
 
-def locate(page, query, model="sketch_gan_merchant", scales=None, stride=None, top=5,
+def locate(page, query, model=RECOMMENDED, scales=None, stride=None, top=5,
            batch_size=256, min_ink=None, snap_to_ink=True, iou_threshold=0.3, progress=True,
            proposals=None):
     """Search `page` for the mark in `query`; return a `Located` (ranked boxes + heat map).

@@ -1,7 +1,7 @@
 """Search an archive: index its images with the zoo's encoders, then query by example.
 
     from zoo.apps.index import Index
-    idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_gan_merchant",))
+    idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_neighbours_merchant",))
     hits = Index.open("my_archive.idx").search("query.png", k=8)
 
 `index.py` holds the `Index` class, `store.py` the on-disk format (crash-safe, verified),

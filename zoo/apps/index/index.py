@@ -1,12 +1,12 @@
 """`Index`: an archive's images encoded by one or more zoo models, persisted, searchable.
 
-    idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_gan_merchant",))
+    idx = Index.build("my_archive.idx", "my_archive/", models=("sketch_neighbours_merchant",))
     idx = Index.open("my_archive.idx")
     report = idx.add("more_scans/")               # AddReport(added, skipped, ...)
     hits = idx.search("query.png", k=8)            # [Hit(rank, id, path, score, metadata)]
     hits = idx.search("query.png", mode="hamming") # score = Hamming distance of the codes
 
-    pages = Index.build("pages.idx", "pages/", models=("sketch_gan_plus_merchant",), regions=True)
+    pages = Index.build("pages.idx", "pages/", regions=True)   # models: zoo.registry.RECOMMENDED
     for hit in pages.search("mark.png", k=20):     # [PageHit(rank, id, path, score, box, ...)]
         print(hit.rank, hit.score, hit.path, hit.box)   # box = (x, y, w, h) in page pixels
 
@@ -35,11 +35,12 @@ from zoo.apps.index import regions as region_search
 from zoo.apps.index.encoding import encode_chunks, list_source, make_encoders, prepare_query
 from zoo.apps.index.search import make_searcher, searcher_class
 from zoo.apps.proposals import ProposalSettings
+from zoo.registry import RECOMMENDED
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = ("sketch_gan_merchant",)
-DEFAULT_REGION_MODELS = ("sketch_gan_plus_merchant",)  # regions: the encoder to use
+DEFAULT_MODELS = (RECOMMENDED,)
+DEFAULT_REGION_MODELS = (RECOMMENDED,)  # regions: the encoder to use
 MODES = ("embedding", "hamming")
 GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.apps.index.search defaults)
 
