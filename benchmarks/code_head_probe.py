@@ -17,8 +17,7 @@ import shlex
 import sys
 import time
 
-
-TRANSFER = {"merchant_eval": "omniglot_background", "omniglot_background": "merchant_eval"}
+from zoo.registry import TRANSFER_ARCHIVE
 
 
 def main(argv=None):
@@ -58,7 +57,7 @@ def main(argv=None):
         train = load_corpus(get_corpus(encoder.entry.corpus)).images
         embeddings = encoder.encode(train)
         views = encode_views(encoder, train, max(base.replace(**v).views for _, v in variants))
-        corpora = [encoder.entry.eval_corpus, TRANSFER[encoder.entry.eval_corpus]]
+        corpora = [encoder.entry.eval_corpus, TRANSFER_ARCHIVE[encoder.entry.eval_corpus]]
         evaluated = {}
         for corpus in corpora:
             data = load_corpus(get_corpus(corpus))

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from zoo.registry import RECOMMENDED
+
 
 def rss_mb():
     """The process's anonymous resident memory now, MB (Linux /proc; 0 elsewhere): what it
@@ -251,7 +253,7 @@ def main(argv=None):
     parser.add_argument("--pages", type=int, nargs="+", default=[1000])
     parser.add_argument("--hide-among", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--model", default="sketch_neighbours_merchant")
+    parser.add_argument("--model", default=RECOMMENDED)
     parser.add_argument("--candidates", type=int, default=4096)
     parser.add_argument("--baseline-pages", type=int, default=300,
                         help="pages searched exhaustively (0: skip the baseline)")

@@ -59,6 +59,10 @@ CORPORA["merchant_and_omniglot"] = {
     "parts": [(CORPORA["merchant_train"], 2), (CORPORA["omniglot_background_repeated"], 1)]}
 
 
+# Each evaluation archive's counterpart: where a model trained on one is scored as on an archive
+# it never saw (transfer; MODELS.md, the code-head probe).
+TRANSFER_ARCHIVE = {"merchant_eval": "omniglot_background", "omniglot_background": "merchant_eval"}
+
 # The encoder the tools default to for an archive of marks (zoo demo, zoo index build, zoo locate,
 # the region index): the best on merchant_eval (MODELS.md, issue 18), and on the page-archive
 # benchmark it finds more hidden marks than sketch_gan_plus_merchant (README, "Search a page

@@ -185,13 +185,12 @@ def _index_summary(index):
 
 def cmd_index_build(args):
     from zoo.apps.index import Index
-    from zoo.apps.index.index import DEFAULT_MODELS, DEFAULT_REGION_MODELS, format_report
+    from zoo.apps.index.index import format_report
 
     if args.from_shards is not None or args.source is None:
         return _index_build_from_shards(args)
-    models = args.model or (DEFAULT_REGION_MODELS if args.regions else DEFAULT_MODELS)
     try:
-        index = Index.build(args.out, args.source, models=models,
+        index = Index.build(args.out, args.source, models=args.model,
                             server=args.server, batch_size=args.batch_size,
                             metadata=_archive_metadata(args.meta), chunk_size=args.chunk_size,
                             regions=args.regions, precision=args.precision)

@@ -12,7 +12,7 @@ import numpy as np
 from zoo.data.corpora import describe
 from zoo.apps.evaluation import results
 from zoo.apps.evaluation.run import table_columns
-from zoo.registry import CORPORA, REGISTRY, read_manifest
+from zoo.registry import CORPORA, REGISTRY, TRANSFER_ARCHIVE, read_manifest
 
 MODELS_MD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "MODELS.md")
@@ -493,19 +493,18 @@ def _contrastive_transfer_and_invariance(names, retrieval):
     """Issue 18's other goals, each new single-archive entry beside the sketch-GAN+ entry
     trained on the same archive: P@8 on the archive it never saw, and invariance (normalised
     similarity under each transform: higher is flatter)."""
-    other = {"merchant_eval": "omniglot_background", "omniglot_background": "merchant_eval"}
     invariance = results.read("invariance")
     lines = []
     for name in names:
-        corpus, archive = REGISTRY[name].corpus, REGISTRY[name].eval_corpus
+        corpus, other = REGISTRY[name].corpus, TRANSFER_ARCHIVE[REGISTRY[name].eval_corpus]
         base = next((b for b in ISSUE_18_BASELINES if REGISTRY[b].corpus == corpus), None)
         if base is None:
             continue
-        transfer = [retrieval.get(f"{other[archive]}/{n}", {}).get("rows", {}).get(n, {}).get(
-            "P@8") for n in (name, base)]
+        transfer = [retrieval.get(f"{other}/{n}", {}).get("rows", {}).get(n, {}).get("P@8")
+                    for n in (name, base)]
         if None not in transfer:
             verdict = "kept or improved" if transfer[0] >= transfer[1] else "**lower**"
-            lines.append(f"- Transfer: {name} on `{other[archive]}` (never trained on) P@8 "
+            lines.append(f"- Transfer: {name} on `{other}` (never trained on) P@8 "
                          f"{transfer[0]:.3f} against {base}'s {transfer[1]:.3f}: {verdict}.")
         flat = [invariance.get(f"{corpus}/{n}") for n in (name, base)]
         if None not in flat:

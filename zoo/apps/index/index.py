@@ -39,8 +39,7 @@ from zoo.registry import RECOMMENDED
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = (RECOMMENDED,)
-DEFAULT_REGION_MODELS = (RECOMMENDED,)  # regions: the encoder to use
+DEFAULT_MODELS = (RECOMMENDED,)  # images and page regions alike
 MODES = ("embedding", "hamming")
 GRAPH_VERSION = 1  # of the saved HNSW graphs' parameters (zoo.apps.index.search defaults)
 
@@ -157,7 +156,7 @@ class Index:
               progress=True, metadata=None, chunk_size=None, workers=None, regions=False,
               proposals=None, precision="float32"):
         """Encode every image of `source` (a folder, recursively, or a list of files) with
-        each of `models` (default DEFAULT_MODELS; regions: DEFAULT_REGION_MODELS) into a new
+        each of `models` (default DEFAULT_MODELS) into a new
         index directory `out_path`, and return it opened.
 
         regions=True: the files are page photographs; every page's candidate regions
@@ -176,7 +175,7 @@ class Index:
 
         precision = resolve(precision)
         out_path = os.path.abspath(os.fspath(out_path))
-        models = _models_tuple(models or (DEFAULT_REGION_MODELS if regions else DEFAULT_MODELS))
+        models = _models_tuple(models or DEFAULT_MODELS)
         _check_new_index(out_path, metadata)
         if proposals is not None and not regions:
             raise ValueError("Proposal settings are for region indexes: pass regions=True.")
