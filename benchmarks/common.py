@@ -61,14 +61,15 @@ def parser(description):
     return parser
 
 
-def start(kind, batching, model=MODEL):
+def start(kind, batching, model=MODEL, keep_memory=True):
     """Export `model` (versions 1 and 2) into a temp dir and start a server on it:
-    (server, encoder, base_dir)."""
+    (server, encoder, base_dir). keep_memory: as start_server's."""
     base_dir = tempfile.mkdtemp(prefix="serving-bench-")
     atexit.register(shutil.rmtree, base_dir, True)
     encoder = export_versions(base_dir, model)
     server = start_server(kind, write_config(base_dir, model), {model: [1, 2]},
-                          batching_parameters_file=os.path.abspath(batching) if batching else None)
+                          batching_parameters_file=os.path.abspath(batching) if batching else None,
+                          keep_memory=keep_memory)
     return server, encoder, base_dir
 
 

@@ -9,11 +9,14 @@ this package's server with serving/batching.config). The two are timed in altern
 """
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 from serving.client import EncoderClient
+from serving.memory import keep_freed_memory
 
 BATCH_SIZES = (1, 64)
 
@@ -52,52 +55,95 @@ def _latencies_ms(function, images, requests):
     return np.asarray(latencies) * 1e3
 
 
+def _start_echo(embedding_dim, keep_memory):
+    """benchmarks.grpc_echo in a subprocess on a free port: (process, target)."""
+    import grpc
+
+    from serving.launch import REPO_ROOT, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.grpc_echo", "--port", str(port),
+               "--embedding-dim", str(embedding_dim)] + ([] if keep_memory else ["--no-keep-memory"])
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    return process, target
+
+
 def main(argv=None):
     from benchmarks.common import parser, start, test_images
     from zoo.apps.evaluation.speed import command_line, machine_and_load, record
 
     arguments = parser(__doc__)
     arguments.add_argument("--seconds", type=float, default=5.0,
-                           help="per measurement (in-process, served), all rounds together")
+                           help="per measurement (in-process, served, echo), all rounds together")
     arguments.add_argument("--rounds", type=int, default=5, help="alternating slices")
     arguments.add_argument("--latency-requests", type=int, default=300)
+    arguments.add_argument("--no-keep-memory", action="store_true",
+                           help="leave glibc's malloc settings alone in the servers and in this "
+                                "client process (serving/memory.py)")
     arguments.add_argument("--record", action="store_true",
                            help="keep the table as the speed report serving_MODEL "
                                 "(reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
-    server, encoder, _ = start(args.kind, args.batching, args.model)
+    keep_memory = not args.no_keep_memory
+    if keep_memory:
+        keep_freed_memory()
+    server, encoder, _ = start(args.kind, args.batching, args.model, keep_memory=keep_memory)
+    echo, echo_target = _start_echo(encoder.embedding_dim, keep_memory)
     try:
         images = test_images(max(BATCH_SIZES))
-        with EncoderClient(server.target, args.model, timeout=60) as client:
-            rows = [(batch_size, *_rates([encoder.encode, client.encode], images[:batch_size],
-                                         args.seconds, args.rounds))
+        with EncoderClient(server.target, args.model, timeout=60) as client, \
+                EncoderClient(echo_target, args.model, timeout=60) as echo_client:
+            rows = [(batch_size, *_rates([encoder.encode, client.encode, echo_client.encode],
+                                         images[:batch_size], args.seconds, args.rounds))
                     for batch_size in BATCH_SIZES]
             local = _latencies_ms(encoder.encode, images, args.latency_requests)
             served = _latencies_ms(client.encode, images, args.latency_requests)
     finally:
         server.stop()
+        echo.terminate()
+        echo.wait()
     command = command_line("benchmarks.serving_throughput", argv)
     print(command)
     print(f"machine: {machine_and_load()}")
     print(f"{args.model}, {args.kind} server, batching {args.batching or 'off'}, one sequential "
-          f"gRPC client on loopback")
-    print(f"{'batch':>5s} {'in-process img/s':>17s} {'served img/s':>13s} {'served / in-process':>20s}")
-    for batch_size, local_rate, served_rate in rows:
-        print(f"{batch_size:5d} {local_rate:17.1f} {served_rate:13.1f} "
-              f"{served_rate / local_rate:20.2f}")
+          f"gRPC client on loopback; malloc keeps freed memory: {'yes' if keep_memory else 'no'}")
+    header = ("batch", "in-process img/s", "served img/s", "served / in-process",
+              "no-model round trip ms", "ceiling")
+    print("  ".join(f"{name:>{max(5, len(name))}s}" for name in header))
+    for batch_size, local_rate, served_rate, echo_rate in rows:
+        values = (f"{batch_size:d}", f"{local_rate:.1f}", f"{served_rate:.1f}",
+                  f"{served_rate / local_rate:.2f}", f"{batch_size / echo_rate * 1e3:.2f}",
+                  f"{_ceiling(local_rate, echo_rate):.2f}")
+        print("  ".join(f"{value:>{max(5, len(name))}s}" for name, value in zip(header, values)))
+    print("no-model round trip: the same client call against benchmarks.grpc_echo, which answers "
+          "without running a model; ceiling: the most served / in-process can be when each call "
+          "pays that round trip on top of the in-process time")
     latency = (f"single 64x64 image: p50 {np.percentile(served, 50):.1f} ms, "
                f"p99 {np.percentile(served, 99):.1f} ms over {len(served)} requests (in-process "
                f"p50 {np.percentile(local, 50):.1f} ms, p99 {np.percentile(local, 99):.1f} ms)")
     print(latency)
     if args.record:
-        table = ["| batch | in-process img/s | served img/s | served / in-process |",
-                 "|---|---|---|---|"] + [
+        table = ["| batch | in-process img/s | served img/s | served / in-process | "
+                 "no-model round trip ms | ceiling |",
+                 "|---|---|---|---|---|---|"] + [
             f"| {batch_size} | {local_rate:,.0f} | {served_rate:,.0f} | "
-            f"{served_rate / local_rate:.2f} |" for batch_size, local_rate, served_rate in rows]
+            f"{served_rate / local_rate:.2f} | {batch_size / echo_rate * 1e3:.2f} | "
+            f"{_ceiling(local_rate, echo_rate):.2f} |"
+            for batch_size, local_rate, served_rate, echo_rate in rows]
         result = {"model": args.model, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
-                  "table": table, "latency": latency}
+                  "keep_memory": keep_memory, "table": table, "latency": latency}
         print(f"recorded: {record('serving_' + args.model, result, command)}")
+
+
+def _ceiling(local_rate, echo_rate):
+    """served / in-process if a call took the in-process time plus the no-model round trip."""
+    local_seconds, echo_seconds = 1 / local_rate, 1 / echo_rate
+    return local_seconds / (local_seconds + echo_seconds)
+
 
 if __name__ == "__main__":
     main()

@@ -59,11 +59,14 @@ class ServerProcess:
         return self.process.returncode
 
 
-def _command(kind, model_config_file, port, rest_port, batching_parameters_file, poll):
+def _command(kind, model_config_file, port, rest_port, batching_parameters_file, poll,
+             keep_memory=True):
     if kind == "python":
         command = [sys.executable, "-m", "zoo", "serve", "--port", str(port), "--rest-port",
                    str(rest_port), "--model-config-file", model_config_file,
                    "--poll-interval", str(poll)]
+        if not keep_memory:
+            command.append("--no-keep-memory")
         if batching_parameters_file:
             command += ["--batching-parameters-file", batching_parameters_file]
         return command
@@ -77,8 +80,9 @@ def _command(kind, model_config_file, port, rest_port, batching_parameters_file,
 
 
 def start_server(kind, model_config_file, expected, batching_parameters_file=None, poll=1.0,
-                 timeout=240, log_dir=None):
-    """Start a server and wait until each (model, version) in `expected` is AVAILABLE."""
+                 timeout=240, log_dir=None, keep_memory=True):
+    """Start a server and wait until each (model, version) in `expected` is AVAILABLE.
+    keep_memory False: the python server leaves malloc's settings alone (serving.memory)."""
     from serving.client import EncoderClient
 
     if kind == REAL_SERVER and shutil.which(REAL_SERVER) is None:
@@ -89,7 +93,8 @@ def start_server(kind, model_config_file, expected, batching_parameters_file=Non
                PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")]))
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            _command(kind, model_config_file, port, rest_port, batching_parameters_file, poll),
+            _command(kind, model_config_file, port, rest_port, batching_parameters_file, poll,
+                     keep_memory),
             stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
     server = ServerProcess(kind, process, port, rest_port, log_path)
     deadline = time.monotonic() + timeout

@@ -26,6 +26,7 @@ from serving.batching import BatchQueue
 from serving.config import (config_for_model, config_from_base_dir, load_batching_parameters,
                             load_model_config, load_monitoring_config)
 from serving.errors import HTTP_CODES, ServingError
+from serving.memory import keep_freed_memory
 from serving.grpc_api import ModelServicer, PredictionServicer, add_servicers, model_metadata
 from serving.monitoring import Metrics
 from serving.protos import BatchingParameters
@@ -119,14 +120,17 @@ class ModelServer:
 def serve(model_base_path=None, port=8500, rest_port=8501, host="127.0.0.1",
           model_config_file=None, batching_parameters_file=None, poll_interval=1.0,
           max_message_mb=64, warmup=True, model_name=None, enable_batching=False,
-          monitoring_config_file=None):
+          monitoring_config_file=None, keep_memory=True):
     """Run the server until SIGTERM / SIGINT, then shut down gracefully (the `zoo serve` command).
 
     Models: `model_config_file`; or `model_name` with `model_base_path` (TF Serving's single
     model); or `model_base_path` alone, a folder of NAME/VERSION/ (every model found).
     Batching: on with `enable_batching` (default parameters) or a `batching_parameters_file`.
+    keep_memory: keep freed buffers in the heap for the next request (serving.memory).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if keep_memory:
+        keep_freed_memory()
     if model_config_file:
         config = load_model_config(model_config_file)
     elif model_name:

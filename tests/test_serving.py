@@ -297,6 +297,68 @@ def test_client_serializes_requests_as_protobuf_does():
         client.close()
 
 
+_FAULTS_SCRIPT = """
+import resource, sys
+from serving.memory import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def call():  # a served call's buffers: the request, a copy of it, the response
+    request = bytearray(1 << 20)
+    copy = bytes(request)
+    del request
+    response = bytearray(256 << 10)
+    del copy, response
+for _ in range(3):  # reach the steady state
+    call()
+before = faults()
+for _ in range(50):
+    call()
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="glibc's malloc on Linux")
+def test_keep_freed_memory_stops_request_buffers_faulting_in_again():
+    import subprocess
+    import sys
+
+    def page_faults(mode):
+        result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], check=True,
+                                capture_output=True, text=True, cwd=os.path.dirname(SERVING_DIR))
+        return int(result.stdout)
+
+    # glibc's defaults hand freed buffers back, and each call faults most of its MiB in again
+    assert page_faults("default") >= 50 * 200
+    # kept in the heap, the next call's buffers reuse the same pages
+    assert page_faults("keep") < 2000
+
+
+def test_serve_command_keeps_freed_memory_unless_told_not_to():
+    from serving.launch import _command
+
+    config = os.path.join(SERVING_DIR, "models.config")
+    assert "--no-keep-memory" not in _command("python", config, 1, 2, None, 1.0)
+    assert "--no-keep-memory" in _command("python", config, 1, 2, None, 1.0, keep_memory=False)
+
+
+def test_echo_server_answers_like_the_model_without_running_one():
+    """benchmarks.grpc_echo, the serving benchmark's no-model floor: the client's call
+    round-trips and gets [N, D] float32 back, as from the served encoder."""
+    from benchmarks.serving_throughput import _start_echo
+
+    process, target = _start_echo(48, keep_memory=True)
+    try:
+        with EncoderClient(target, MODEL) as client:
+            for rows in (1, 64):
+                embeddings = client.encode(np.zeros((rows, 64, 64, 1), np.float32))
+                assert embeddings.shape == (rows, 48) and embeddings.dtype == np.float32
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def test_payload_cap_and_empty_config():
     from tensorflow_serving.config import model_server_config_pb2
 

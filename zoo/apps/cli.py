@@ -427,7 +427,8 @@ def cmd_serve(args):
           batching_parameters_file=args.batching_parameters_file,
           poll_interval=args.poll_interval, max_message_mb=args.max_message_mb,
           warmup=warmup, model_name=args.model_name, enable_batching=args.enable_batching,
-          monitoring_config_file=args.monitoring_config_file)
+          monitoring_config_file=args.monitoring_config_file,
+          keep_memory=not args.no_keep_memory)
 
 
 def build_parser():
@@ -711,6 +712,9 @@ def build_parser():
                      help="seconds between file-system polls for new versions (0: never)")
     sub.add_argument("--max-message-mb", type=float, default=64, help="largest request accepted")
     sub.add_argument("--no-warmup", action="store_true", help="skip the warmup requests")
+    sub.add_argument("--no-keep-memory", action="store_true",
+                     help="leave glibc's malloc settings alone (by default freed request "
+                          "buffers are kept for reuse: serving/memory.py)")
     sub.add_argument("--enable_model_warmup", nargs="?", const=True, default=None,
                      type=_flag_bool, help="TF Serving's flag: replay the warmup requests "
                                            "(the default here)")
