@@ -3,16 +3,24 @@
     python -m benchmarks.training_speed [--model sketch_gan_plus_merchant] [--batch-size 128]
                                         [--steps 5] [--rounds 3] [--profile] [--record]
 
-Four variants of one model's training step (the registered recipe's `train_step`, compiled as
+Variants of one model's training step (the registered recipe's `train_step`, compiled as
 `zoo train` compiles it), timed in turns in one process with the same batch:
 
 - float32 / mixed_bfloat16: the compute precision (recipes train in mixed_bfloat16);
 - plain Conv2D / space-to-depth: the generator's last layer as the Keras Conv2D it was
-  before issue 16, or as zoo.models.sketch_gan.SpaceToDepthConv2D (same kernel, same outputs).
+  before issue 16, or as zoo.models.sketch_gan.SpaceToDepthConv2D (same kernel, same outputs);
+- MaxPool op / max_pool_3x3: the stroke-width augmentation's 3x3 maximum as TensorFlow's
+  max_pool2d and its MaxPoolGrad, or as zoo.training.sketch_gan_plus.max_pool_3x3 (the same
+  values and gradient routing; trainers with that augmentation only);
+- autodiff / space-to-depth: the discriminator's first layer's input gradient (the generator's
+  path) as TensorFlow's Conv2DBackpropInput, or computed on space-to-depth blocks
+  (zoo.models.sketch_gan.SpaceToDepthInputGradientConv2D; models with that layer only).
 
-It prints seconds a step and the speed-up of each variant over float32 with the plain layer
-(the zoo's loop before issue 16). --profile adds TensorFlow's profiler op table of one step per
-precision: self time by op type and the slowest ops (which oneDNN kernels ran).
+It prints seconds a step and the speed-up of each variant over float32 with the plain layer,
+the MaxPool op and autodiff's input gradient (the zoo's loop before issue 16); the last
+mixed_bfloat16 row is the zoo's loop now, the last row the same in float32.
+--profile adds TensorFlow's profiler op table of one step per variant: self time by op type
+and the slowest ops (which oneDNN kernels ran).
 """
 
 import argparse
@@ -43,12 +51,25 @@ def plain_generator(generator):
     return plain
 
 
+# (precision, generator's last layer, stroke 3x3 maximum, D's first-layer input gradient)
+BASELINE = ("float32", "plain Conv2D", "MaxPool op", "autodiff")
+VARIANTS = (BASELINE,
+            ("mixed_bfloat16", "plain Conv2D", "MaxPool op", "autodiff"),
+            ("mixed_bfloat16", "space-to-depth", "MaxPool op", "autodiff"),
+            ("mixed_bfloat16", "space-to-depth", "max_pool_3x3", "autodiff"),
+            ("mixed_bfloat16", "space-to-depth", "max_pool_3x3", "space-to-depth"),
+            ("float32", "space-to-depth", "max_pool_3x3", "space-to-depth"))
+
+
 def make_steps(name, batch_size):
-    """{(precision, layer): compiled train step} for `name`'s recipe, and a real batch."""
+    """{(precision, layer, pool): compiled train step} for `name`'s recipe, and a real batch.
+    Trainers without the stroke augmentation get the MaxPool-op variants only."""
     from zoo.loading import build
     from zoo.models import get_family
     from zoo.precision import policy_scope
     from zoo.registry import get_entry
+    from zoo.models.sketch_gan import SpaceToDepthInputGradientConv2D
+    from zoo.training.sketch_gan_plus import reference_max_pool_3x3
 
     entry = get_entry(name)
     recipe = entry.recipe.replace(batch_size=batch_size)
@@ -58,14 +79,25 @@ def make_steps(name, batch_size):
     images = (np.random.default_rng(0).random((batch_size, size, size, 1)) > 0.9).astype(
         np.float32)
     steps = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        for layer in ("plain Conv2D", "space-to-depth"):
-            with policy_scope(precision):
-                generator, discriminator = build(name)
-                if layer == "plain Conv2D":
-                    generator = plain_generator(generator)
-            trainer = wrapper.make_trainer(generator, discriminator, recipe)
-            steps[precision, layer] = tf.function(trainer.train_step)
+    for precision, layer, pool, first_layer in VARIANTS:
+        with policy_scope(precision):
+            generator, discriminator = build(name)
+            if layer == "plain Conv2D":
+                generator = plain_generator(generator)
+        blocked = [each for each in discriminator.layers
+                   if isinstance(each, SpaceToDepthInputGradientConv2D)]
+        if first_layer == "autodiff":
+            for each in blocked:
+                each.input_gradient_by_blocks = False
+        elif not blocked:
+            continue
+        trainer = wrapper.make_trainer(generator, discriminator, recipe)
+        if not hasattr(trainer, "stroke_max_pool"):
+            if pool != "MaxPool op":
+                continue
+        elif pool == "MaxPool op":
+            trainer.stroke_max_pool = reference_max_pool_3x3
+        steps[precision, layer, pool, first_layer] = tf.function(trainer.train_step)
     return steps, tf.constant(images)
 
 
@@ -131,29 +163,30 @@ def main(argv=None):
     print(f"machine: {machine_description()}\ncommand: {command}")
     steps, batch = make_steps(args.model, args.batch_size)
     seconds = time_steps(steps, batch, args.steps, args.rounds)
-    baseline = seconds["float32", "plain Conv2D"]
+    baseline = seconds[BASELINE]
     print(f"\n{args.model}, batch {args.batch_size}, median of {args.rounds} turns of "
           f"{args.steps} steps:")
-    print(f"  {'precision':15s} {'generator last layer':22s} {'s/step':>7s} {'speed-up':>9s}")
-    for (precision, layer), value in seconds.items():
-        print(f"  {precision:15s} {layer:22s} {value:7.3f} {baseline / value:8.2f}x")
+    print(f"  {'precision':15s} {'generator last layer':21s} {'stroke 3x3 max':15s} "
+          f"{'D first-layer input grad':25s} {'s/step':>7s} {'speed-up':>9s}")
+    for (precision, layer, pool, first_layer), value in seconds.items():
+        print(f"  {precision:15s} {layer:21s} {pool:15s} {first_layer:25s} {value:7.3f} "
+              f"{baseline / value:8.2f}x")
     result = {"model": args.model, "batch_size": args.batch_size,
-              "s_per_step": {f"{p}, {layer}": value for (p, layer), value in seconds.items()},
-              "baseline": "float32, plain Conv2D"}
+              "s_per_step": {", ".join(key): value for key, value in seconds.items()},
+              "baseline": ", ".join(BASELINE)}
     if args.profile:
         result["profile"] = {}
-        for precision in ("float32", "mixed_bfloat16"):
-            for layer in ("plain Conv2D", "space-to-depth"):
-                total, by_type, slowest = op_profile(steps[precision, layer], batch)
-                result["profile"][f"{precision}, {layer}"] = {
-                    "self_ms": total, "by_type": by_type, "slowest": slowest}
-                print(f"\nprofile, {precision}, {layer}: {total:.0f} ms of op self time in one "
-                      f"step (both cores together); by op type:")
-                for kind, ms in by_type:
-                    print(f"  {kind:40s} {ms:7.1f} ms {ms / total:6.1%}")
-                print("  slowest ops:")
-                for operation, kind, ms in slowest:
-                    print(f"  {ms:7.1f} ms  {kind:32s} {operation[-80:]}")
+        for key, step in steps.items():
+            total, by_type, slowest = op_profile(step, batch)
+            result["profile"][", ".join(key)] = {
+                "self_ms": total, "by_type": by_type, "slowest": slowest}
+            print(f"\nprofile, {', '.join(key)}: {total:.0f} ms of op self time in one "
+                  f"step (both cores together); by op type:")
+            for kind, ms in by_type:
+                print(f"  {kind:40s} {ms:7.1f} ms {ms / total:6.1%}")
+            print("  slowest ops:")
+            for operation, kind, ms in slowest:
+                print(f"  {ms:7.1f} ms  {kind:32s} {operation[-80:]}")
     if args.record:
         from zoo.apps.evaluation import speed
 

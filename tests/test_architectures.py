@@ -113,3 +113,45 @@ def test_space_to_depth_conv_computes_the_conv2d_and_its_gradients(kernel_size, 
         sketch_gan.SpaceToDepthConv2D(1, 9, strides=2, padding="same")
     with pytest.raises(ValueError, match="multiples"):
         sketch_gan.SpaceToDepthConv2D(1, 9, block=4, padding="same").build((1, 18, 18, 1))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_input_gradient_by_blocks_is_the_conv2d_gradient(channels, rng):
+    """sketch-GAN+'s first discriminator layer computes its input gradient on space-to-depth
+    blocks in training (issue 16): forward pass and both gradients must be Conv2D's, and
+    outside training it must be the plain Conv2D, bit for bit (encoders, exports)."""
+    import keras
+
+    inputs = tf.constant(rng.random((2, 16, 16, channels)).astype(np.float32))
+    reference = keras.layers.Conv2D(8, 9, padding="same")
+    fast = sketch_gan.SpaceToDepthInputGradientConv2D(8, 9, padding="same")
+    reference.build(inputs.shape)
+    fast.build(inputs.shape)
+    fast.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.1
+                      for w in reference.weights])
+    reference.set_weights(fast.get_weights())
+    upstream = tf.constant(rng.standard_normal((2, 16, 16, 8)).astype(np.float32))
+    gradients = []
+    for layer, kwargs in ((reference, {}), (fast, {"training": True})):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, **kwargs)
+        gradients.append(tape.gradient(outputs, [inputs, layer.kernel, layer.bias], upstream))
+    np.testing.assert_allclose(fast(inputs, training=True).numpy(), reference(inputs).numpy(),
+                               atol=1e-6)
+    for got, expected in zip(gradients[1], gradients[0]):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fast(inputs, training=False).numpy(),
+                                  reference(inputs).numpy())
+    clone = sketch_gan.SpaceToDepthInputGradientConv2D.from_config(fast.get_config())
+    assert clone.block == 4 and clone.kernel_size == (9, 9)
+    with pytest.raises(ValueError, match="multiples"):
+        sketch_gan.SpaceToDepthInputGradientConv2D(1, 9, padding="same").build((1, 18, 18, 1))
+
+
+def test_sketch_gan_plus_first_layer_computes_its_input_gradient_by_blocks():
+    from zoo.models import sketch_gan_plus
+
+    discriminator = sketch_gan_plus.build_discriminator()
+    assert isinstance(discriminator.get_layer("d0_conv"),
+                      sketch_gan.SpaceToDepthInputGradientConv2D)

@@ -373,3 +373,29 @@ def test_contrastive_only_ablation_trains_the_encoder_without_the_gan(tmp_path):
 def test_recipe_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
         SketchGANPlusRecipe().replace(**changes)
+
+
+def test_max_pool_3x3_routes_gradients_as_tensorflows_max_pool(rng):
+    """The stroke augmentation's 3x3 maximum (issue 16: faster gradient) must give the values
+    of tf.nn.max_pool2d and route each output's gradient to the same input, ties included
+    (line drawings are full of them)."""
+    levels = rng.choice(np.float32([0.0, 0.5, 1.0]), size=(4, 16, 16, 1), p=[0.6, 0.2, 0.2])
+    images = tf.constant(levels)
+    upstream = tf.constant(rng.standard_normal((4, 16, 16, 1)).astype(np.float32))
+    results = []
+    for pool in (training.reference_max_pool_3x3, training.max_pool_3x3):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            pooled = pool(images)
+        results.append((pooled.numpy(), tape.gradient(pooled, images, upstream).numpy()))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    # the same routing: only the order of summing an input's shares differs
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6, atol=1e-6)
+
+
+def test_augment_without_stroke_changes_skips_the_pools(small_corpus):
+    images = tf.constant(small_corpus.images[:8])
+    seed = tf.constant([3, 4])
+    skipped = training.augment(images, seed, stroke_probability=0.0)
+    selected = training.augment(images, seed, stroke_probability=tf.constant(0.0))
+    np.testing.assert_array_equal(skipped.numpy(), selected.numpy())

@@ -23,7 +23,8 @@ from keras import layers
 
 from zoo.data.images import DEFAULT_MARGIN
 from zoo.models.family import Family
-from zoo.models.sketch_gan import IMAGE_SHAPE, build_generator as build_sketch_generator
+from zoo.models.sketch_gan import IMAGE_SHAPE, SpaceToDepthInputGradientConv2D
+from zoo.models.sketch_gan import build_generator as build_sketch_generator
 
 FEATURES_LAYER = "features"
 READOUT_GRID = 4  # each block's map is average-pooled to READOUT_GRID x READOUT_GRID
@@ -89,7 +90,8 @@ def build_discriminator(widths=(16, 32, 64, 128), projection_dim=64, embedding_d
         raise ValueError(f"Expected four positive widths (9x9 layer, three 5x5 blocks); got "
                          f"{widths}.")
     images = keras.Input(IMAGE_SHAPE, name="images")
-    x = layers.Conv2D(widths[0], 9, padding="same", name="d0_conv")(images)
+    # A Conv2D whose input gradient (the generator's path in training) is computed faster.
+    x = SpaceToDepthInputGradientConv2D(widths[0], 9, padding="same", name="d0_conv")(images)
     x = layers.LeakyReLU(0.2, name="d0_relu")(x)
     pooled = []
     for index, filters in enumerate(widths[1:], start=1):

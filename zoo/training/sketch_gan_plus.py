@@ -28,12 +28,56 @@ from zoo.training.gan import GANTrainer, _bce_with_logits, compile_with_adam
 from zoo.training.wrapper import TrainingWrapper
 
 
+_WINDOW_3X3 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # row-major window order
+
+
+def _shifted(x, dy, dx, fill):
+    """y[:, i, j] = x[:, i + dy, j + dx], `fill` where that falls outside x (|dy|, |dx| <= 1)."""
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=fill)
+    return padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width, :]
+
+
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def max_pool_3x3(x):
+    """tf.nn.max_pool2d(x, 3, 1, "SAME") with the same gradient, computed faster.
+
+    Each output's gradient goes to the first input of its window (row-major) that holds the
+    maximum, as TensorFlow's MaxPoolGrad routes it; only the order in which an input's shares
+    are summed differs (float32 rounding). The gradient is nine shifted selects instead of
+    MaxPoolGrad, slow on the single-channel 64 x 64 images of a training batch: sketch-GAN+'s
+    bf16 step took 0.669 s with the op's gradient and 0.645 s with this one
+    (`python -m benchmarks.training_speed`, MODELS.md "Speed").
+    """
+    pooled = tf.nn.max_pool2d(x, 3, 1, "SAME")
+
+    def gradient(upstream):
+        lowest = tf.constant(-np.inf, x.dtype)
+        taken = tf.zeros_like(x, dtype=tf.bool)
+        result = tf.zeros_like(x)
+        for dy, dx in _WINDOW_3X3:  # output (i, j) reads input (i + dy, j + dx)
+            first = tf.logical_and(tf.equal(_shifted(x, dy, dx, lowest), pooled),
+                                   tf.logical_not(taken))
+            taken = tf.logical_or(taken, first)
+            result += _shifted(tf.where(first, upstream, tf.zeros_like(upstream)), -dy, -dx, 0.0)
+        return result
+
+    return pooled, gradient
+
+
+def reference_max_pool_3x3(x):
+    """TensorFlow's own op, which max_pool_3x3 replaces in training (benchmarks, tests)."""
+    return tf.nn.max_pool2d(x, 3, 1, "SAME")
+
+
 def augment(images, seed, rotation_degrees=10.0, scale_range=0.15, shift_pixels=4.0,
-            stroke_probability=0.3):
+            stroke_probability=0.3, max_pool=max_pool_3x3):
     """Random per-image rotation, scale and shift (one bilinear affine warp about the centre),
     then stroke width: thicken (3x3 max) or thin (3x3 min) with `stroke_probability` each.
 
     `seed` is a stateless seed [2] int; images [N, H, W, 1] in [0, 1]. Differentiable in images.
+    `max_pool` computes the 3x3 maximum (max_pool_3x3, or reference_max_pool_3x3).
     """
     images = tf.convert_to_tensor(images)
     dtype = images.dtype
@@ -56,11 +100,14 @@ def augment(images, seed, rotation_degrees=10.0, scale_range=0.15, shift_pixels=
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-    choice = tf.random.stateless_uniform([count, 1, 1, 1], seeds[3])
-    thick = tf.nn.max_pool2d(warped, 3, 1, "SAME")
-    thin = -tf.nn.max_pool2d(-warped, 3, 1, "SAME")
-    out = tf.where(choice < stroke_probability, thick,
-                   tf.where(choice > 1.0 - stroke_probability, thin, warped))
+    if isinstance(stroke_probability, (int, float)) and stroke_probability <= 0:
+        out = warped  # what the selects below give: no image is thickened or thinned
+    else:
+        choice = tf.random.stateless_uniform([count, 1, 1, 1], seeds[3])
+        thick = max_pool(warped)
+        thin = -max_pool(-warped)
+        out = tf.where(choice < stroke_probability, thick,
+                       tf.where(choice > 1.0 - stroke_probability, thin, warped))
     return tf.cast(tf.clip_by_value(out, 0.0, 1.0), dtype)
 
 
@@ -225,6 +272,8 @@ class ContrastiveGANTrainer(GANTrainer):
     def metrics(self):
         return [*super().metrics, self.con_loss_tracker]
 
+    stroke_max_pool = staticmethod(max_pool_3x3)  # benchmarks.training_speed swaps it
+
     def _augment(self, images, stream):
         if not self.recipe.augment:
             return images
@@ -233,7 +282,7 @@ class ContrastiveGANTrainer(GANTrainer):
                          tf.cast(self.d_optimizer.iterations, tf.int64)])
         recipe = self.recipe
         images = augment(images, seed, recipe.rotation_degrees, recipe.scale_range,
-                         recipe.shift_pixels, recipe.stroke_probability)
+                         recipe.shift_pixels, recipe.stroke_probability, self.stroke_max_pool)
         if not recipe.hand_and_scan:
             return images
         return hand_and_scan_augment(
