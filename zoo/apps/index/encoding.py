@@ -29,6 +29,7 @@ from zoo.data.images import decode_image, list_image_files
 from zoo.apps.index.preprocess import preprocess_numpy
 
 SIDECAR_SUFFIX = ".json"
+PREPARE_GROUP = 16  # image files a preparing thread takes at a time (pages go one by one)
 METADATA_CSV = "metadata.csv"
 
 
@@ -69,6 +70,7 @@ class UserMetadata:
         self.root = root
         self.rows = {}
         self.warnings = []
+        self._sidecars = {}  # folder -> names of the sidecar files in it, listed once
         path = os.path.join(root, METADATA_CSV)
         if os.path.isfile(path):
             try:
@@ -86,7 +88,7 @@ class UserMetadata:
         """(user metadata dict or None, warning or None) of one image."""
         user = dict(self.rows.get(relative_path, {}))
         sidecar = path + SIDECAR_SUFFIX
-        if os.path.isfile(sidecar):
+        if self._has_sidecar(sidecar):
             try:
                 with open(sidecar, encoding="utf-8") as stream:
                     data = json.load(stream)
@@ -97,11 +99,28 @@ class UserMetadata:
                 return user or None, (sidecar, f"metadata sidecar ignored: {error}")
         return user or None, None
 
+    def _has_sidecar(self, sidecar):
+        """Whether the file `sidecar` exists, from one listing of its folder (a stat of every
+        image's possible sidecar cost more than a tenth of an index build's file handling)."""
+        folder, name = os.path.split(sidecar)
+        names = self._sidecars.get(folder)
+        if names is None:
+            try:
+                with os.scandir(folder) as entries:
+                    names = frozenset(entry.name for entry in entries
+                                      if entry.name.endswith(SIDECAR_SUFFIX) and entry.is_file())
+            except OSError:
+                names = frozenset()
+            self._sidecars[folder] = names  # threads may list a folder twice: same result
+        return name in names
+
 
 def file_metadata(path, root):
     stat = os.stat(path)
     mtime = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
-    return {"relative_path": os.path.relpath(path, root).replace(os.sep, "/"),
+    prefix = os.path.join(root, "")
+    relative = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    return {"relative_path": relative.replace(os.sep, "/"),
             "file_size": stat.st_size, "mtime": mtime.isoformat(timespec="seconds")}
 
 
@@ -306,16 +325,20 @@ def encode_chunks(paths, root, encoders, chunk_size=1024, workers=None, regions=
     user_metadata = UserMetadata(root)
     chunks = [paths[start : start + chunk_size] for start in range(0, len(paths), chunk_size)]
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="index-prep") as pool:
-        def submit(chunk):
+        def prepare(group):
             if regions is not None:
-                return [pool.submit(_prepare_page, path, root, sizes, user_metadata, regions)
-                        for path in chunk]
-            return [pool.submit(_prepare_file, path, root, sizes, user_metadata)
-                    for path in chunk]
+                return [_prepare_page(path, root, sizes, user_metadata, regions)
+                        for path in group]
+            return [_prepare_file(path, root, sizes, user_metadata) for path in group]
+
+        def submit(chunk):  # files go to the threads in groups: a task each costs more
+            step = 1 if regions is not None else PREPARE_GROUP
+            return [pool.submit(prepare, chunk[start:start + step])
+                    for start in range(0, len(chunk), step)]
 
         upcoming = submit(chunks[0]) if chunks else []
         for number, chunk in enumerate(chunks):
-            prepared = [future.result() for future in upcoming]
+            prepared = [result for future in upcoming for result in future.result()]
             upcoming = submit(chunks[number + 1]) if number + 1 < len(chunks) else []
             items, errors, images = [], [], {size: [] for size in sizes}
             table = []
