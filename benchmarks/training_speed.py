@@ -62,8 +62,9 @@ VARIANTS = (BASELINE,
 
 
 def make_steps(name, batch_size):
-    """{(precision, layer, pool): compiled train step} for `name`'s recipe, and a real batch.
-    Trainers without the stroke augmentation get the MaxPool-op variants only."""
+    """{variant (a VARIANTS tuple): compiled train step} for `name`'s recipe, and a real
+    batch. Models without the stroke augmentation or the blocked first layer get the variants
+    that do not need them."""
     from zoo.loading import build
     from zoo.models import get_family
     from zoo.precision import policy_scope

@@ -11,8 +11,8 @@ over three alternating runs of `python -m benchmarks.serving_throughput [--no-ke
 the served thin-GAN gained less (0.48-0.51 of in-process throughput against 0.47-0.49), and
 its one-image p99 1.7-2.3 ms against 1.8-3.0 ms. Raising the mmap and trim
 thresholds keeps freed pages in the heap for the next call; the cost is up to TRIM_THRESHOLD
-bytes of free heap held by the process. TF Serving's binary uses tcmalloc, which keeps freed
-pages by itself.
+bytes of free heap held by the process. This concerns the Python processes (`zoo serve`, the
+client's); the TF Serving binary manages its own memory.
 """
 
 import ctypes

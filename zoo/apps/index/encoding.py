@@ -100,8 +100,8 @@ class UserMetadata:
         return user or None, None
 
     def _has_sidecar(self, sidecar):
-        """Whether the file `sidecar` exists, from one listing of its folder (a stat of every
-        image's possible sidecar cost more than a tenth of an index build's file handling)."""
+        """Whether the file `sidecar` exists, from one listing of its folder rather than a
+        stat of every image's possible sidecar (which showed in the build's profile)."""
         folder, name = os.path.split(sidecar)
         names = self._sidecars.get(folder)
         if names is None:
