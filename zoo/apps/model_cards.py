@@ -915,34 +915,42 @@ paper and from the faithful port, all in the registered recipe and architecture:
   neighbours by raw pixels (computed once, no labels): the pixels already rank Fashion-MNIST
   well (float nearest neighbours 0.70 mAP@1000), and the neighbour gives the code a positive
   that augmentation alone cannot.
-- **Schedule**: batch 128, Adam (the official code's form) at 5e-4 with beta_1 0.5, 10 epochs
-  (4,680 steps, about 45 minutes on 2 cores), the last 30% decaying linearly to 0; dropout 0 /
-  0.2 / 0.2 instead of 0.2 / 0.5 / 0.5; float32.
+- **Schedule**: batch 128, Adam (the official code's form) at 5e-4 with beta_1 0.5, 16 epochs
+  (7,488 steps, 58 minutes on 2 cores with an evaluation after each epoch), the last 30%
+  decaying linearly to 0; dropout 0 / 0.2 / 0.2 instead of 0.2 / 0.5 / 0.5; bf16 mixed
+  precision (the encoders are float32 copies). The first recipe trained 10 epochs in float32 in
+  the same wall time: bf16 makes a step 1.55x faster on this CPU (0.283 s against 0.182 s,
+  `python -m benchmarks.training_speed --model bingan_plus_fashion_32`), and the six epochs it
+  buys carry the 32-bit codes from 0.712 to 0.733 (the two curves below).
 
 `zoo train bingan_plus_fashion_32` trains it; the shipped run was made by the curve command
 below, whose recipe is the registered one, and finished (float32 copy, every head's bits
 centred on their medians over the training images) by `zoo train NAME --out
-runs/curve_bingan_plus_fashion_32` for each of the three names.
+runs/curve_bingan_plus_fashion_32_precision=mixed_bfloat16` for each of the three names.
 
 What it reaches (the hashing table above; one training run, seed 0):
 
-- **BinGAN+ beats PCA-ITQ at every code length**, by 0.05 at 16 bits and by less at 32 and 64
-  (numbers in the table: PCA-ITQ and LSH are fitted on the pixels in the same run). The
+- **BinGAN+ beats PCA-ITQ at every code length**, by 0.07 at 16 bits, 0.05 at 32 and 0.03 at
+  64 (numbers in the table: PCA-ITQ and LSH are fitted on the pixels in the same run). The
   faithful BinGAN at the same scale stays below LSH.
-- **Issue 14's goal at 32 bits (>= 0.73, ITQ + 0.05) is missed.** The curve below rises fast
-  for three epochs and slowly after (about +0.003 an epoch from epoch 5 to 10); the learning
-  rate's decay in the last 30% adds little. Longer runs are the next thing to try (the recipe is
-  resumable and 2 hours would allow about 25 epochs), then a wider trunk (widths 32/64 are
-  BinGAN's CPU preset here, a third of the paper's).
+- **Issue 14's goal at 32 bits (>= 0.73, ITQ + 0.05) is met, narrowly**: the table above.
+  The curve rises fast for three epochs and by about +0.003 an epoch after; the run reached
+  0.730 at epoch 12 and stayed within 0.005 of its final value from there. One run, seed 0:
+  single runs of this game move by about 0.01 at the end of a schedule, so the margin over the
+  goal is within that. The moonshot (0.78) would need more than a longer schedule: a wider
+  trunk (widths 32/64 are BinGAN's CPU preset here, a third of the paper's) is next.
 - **The GAN is not what makes these codes good.** The ablation's "without the GAN" row (the
   same network, contrastive task and regularisers, no generator) scores at least as well
-  after one epoch (0.636 at 32 bits, against 0.590 and 0.621 for two runs of the shipped
+  after one epoch (0.636 at 32 bits, against 0.590 and 0.621 for two runs of the first
   recipe), and so does the row without DMR and BRE (0.642). What carries the result is the
   contrastive task on the codes (without it: 0.551), the spatial high-dimensional layer and
   the pixel-neighbour partners. The GAN term and the regularisers are kept because BinGAN+
   keeps BinGAN's core (issue 14); whether they help over a full schedule is not measured here.
 
-Single 1-epoch rows are noisy: the same 1-epoch computation run twice (the first table's
+The 1-epoch ablation rows below were measured with the first recipe (float32; their reference
+is that recipe's training curve, in the table of other runs): to rerun one as measured, add
+`--set precision=float32` to its command. Single 1-epoch rows are noisy: the same 1-epoch
+computation run twice (the first table's
 high_grid=3 row and the training run's epoch-1 point, which take the same steps) gave 0.621 and
 0.590 at 32 bits. TensorFlow's CPU kernels are not bitwise reproducible across runs and the game
 amplifies the differences, so read gaps under about 0.03 between rows as noise."""
@@ -952,13 +960,24 @@ def _curve_point(rows, epoch):
     return next((row for row in rows if abs(row["epoch"] - epoch) < 1e-6), None)
 
 
+# The bingan_curve record of the shipped BinGAN+ run, and the run whose first epoch the 1-epoch
+# ablation rows were measured against (the recipe they change).
+SHIPPED_BINGAN_PLUS_CURVE = "curve_bingan_plus_fashion_32_precision=mixed_bfloat16"
+ABLATION_REFERENCE_CURVE = "curve_bingan_plus_fashion_32"
+
+
 def _bingan_plus_section():
     """BinGAN+ (issue 14, part 2): its training curve and its ablation rows."""
     curves = {key: record for key, record in results.read("bingan_curve").items()
               if _is_bingan_plus_curve(key)}
-    main = curves.pop("curve_bingan_plus_fashion_32", None)
+    main = curves.pop(SHIPPED_BINGAN_PLUS_CURVE, None)
     if not main:
         return []
+    reference = curves.pop(ABLATION_REFERENCE_CURVE, None) or main
+    runs = {key: record for key, record in curves.items() if record["rows"][-1]["epoch"] > 1.0}
+    curves = {key: record for key, record in curves.items() if key not in runs}
+    if reference is not main:
+        runs = {ABLATION_REFERENCE_CURVE: reference, **runs}
     heads = (16, 32, 64)
     baselines = main.get("all_baselines", {})
     lines = ["", "### BinGAN+: the binary codes to use on Fashion-MNIST", "", BINGAN_PLUS_NOTES,
@@ -975,8 +994,20 @@ def _bingan_plus_section():
         if all(f"{method}, {bits} bits" in baselines for bits in heads):
             lines.append(f"| {method} on pixels | | " + " | ".join(
                 f"{baselines[f'{method}, {bits} bits']:.3f}" for bits in heads) + " | | | |")
-    first_epoch = _curve_point(main["rows"], 1.0)
     heads_cells = lambda row: " | ".join(_fmt(row.get(f"map_{bits}", "-")) for bits in heads)
+    if runs:
+        lines += ["", "**Other full training runs** (seed 0; the last point of each curve, the "
+                      "protocol above):", "",
+                  "| run | epochs | 16 bits | 32 bits | 64 bits | command |",
+                  "|---|---|---|---|---|---|"]
+        for key, record in runs.items():
+            last = record["rows"][-1]
+            label = ("the first recipe: float32, 10 epochs (shipped until 2026-12-05; the "
+                     "ablation rows' reference)" if key == ABLATION_REFERENCE_CURVE
+                     else record.get("note") or key)
+            lines.append(f"| {label} | {last['epoch']:g} | {heads_cells(last)} | "
+                         f"`{record['command']}` |")
+    first_epoch = _curve_point(reference["rows"], 1.0)
     first_recipe, shipped = {}, {}
     for key, record in curves.items():
         changes = {k: v for k, v in record.get("changes", {}).items() if k != "decay_fraction"}
@@ -990,8 +1021,8 @@ def _bingan_plus_section():
                       "epoch-1 point, whose learning rate is still constant there). mAP@1000 per "
                       "head:", "",
                   "| change | 16 bits | 32 bits | 64 bits | command |", "|---|---|---|---|---|",
-                  f"| shipped recipe | {heads_cells(first_epoch)} | `{main['command']}` "
-                  f"(epoch 1) |"]
+                  f"| {'shipped recipe' if reference is main else 'reference recipe'} | "
+                  f"{heads_cells(first_epoch)} | `{reference['command']}` (epoch 1) |"]
         for key, (changes, record) in sorted(shipped.items()):
             if changes.get("high_grid") == 3:
                 continue  # measured on the first recipe: listed below
