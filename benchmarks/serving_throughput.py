@@ -112,11 +112,14 @@ def main(argv=None):
           f"gRPC client on loopback; malloc keeps freed memory: {'yes' if keep_memory else 'no'}")
     header = ("batch", "in-process img/s", "served img/s", "served / in-process",
               "no-model round trip ms", "ceiling")
+    # per row: batch, the two rates, and the columns derived from them and the echo's rate
+    rows = [(batch_size, local_rate, served_rate, served_rate / local_rate,
+             batch_size / echo_rate * 1e3, _ceiling(local_rate, echo_rate))
+            for batch_size, local_rate, served_rate, echo_rate in rows]
     print("  ".join(f"{name:>{max(5, len(name))}s}" for name in header))
-    for batch_size, local_rate, served_rate, echo_rate in rows:
-        values = (f"{batch_size:d}", f"{local_rate:.1f}", f"{served_rate:.1f}",
-                  f"{served_rate / local_rate:.2f}", f"{batch_size / echo_rate * 1e3:.2f}",
-                  f"{_ceiling(local_rate, echo_rate):.2f}")
+    for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows:
+        values = (f"{batch_size:d}", f"{local_rate:.1f}", f"{served_rate:.1f}", f"{ratio:.2f}",
+                  f"{round_trip_ms:.2f}", f"{ceiling:.2f}")
         print("  ".join(f"{value:>{max(5, len(name))}s}" for name, value in zip(header, values)))
     print("no-model round trip: the same client call against benchmarks.grpc_echo, which answers "
           "without running a model; ceiling: the most served / in-process can be when each call "
@@ -126,13 +129,10 @@ def main(argv=None):
                f"p50 {np.percentile(local, 50):.1f} ms, p99 {np.percentile(local, 99):.1f} ms)")
     print(latency)
     if args.record:
-        table = ["| batch | in-process img/s | served img/s | served / in-process | "
-                 "no-model round trip ms | ceiling |",
-                 "|---|---|---|---|---|---|"] + [
-            f"| {batch_size} | {local_rate:,.0f} | {served_rate:,.0f} | "
-            f"{served_rate / local_rate:.2f} | {batch_size / echo_rate * 1e3:.2f} | "
-            f"{_ceiling(local_rate, echo_rate):.2f} |"
-            for batch_size, local_rate, served_rate, echo_rate in rows]
+        table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+            f"| {batch_size} | {local_rate:,.0f} | {served_rate:,.0f} | {ratio:.2f} | "
+            f"{round_trip_ms:.2f} | {ceiling:.2f} |"
+            for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows]
         result = {"model": args.model, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
                   "keep_memory": keep_memory, "table": table, "latency": latency}
