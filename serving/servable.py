@@ -13,9 +13,11 @@ runners, chosen by how the SavedModel was written:
 - TF2 SavedModels (tf.saved_model.save, the zoo's exports) load with tf.saved_model.load and run
   their signature functions (`_FunctionRunner`). The TF1 loader cannot restore every variable of
   a Keras 3 export (its restore function covers only part of them), while the object graph does.
-  Each signature function checks its inputs against the input_signature it was traced for,
-  which is its graph's own shape; the zoo's exports also check shapes in the graph
-  (tf.ensure_shape), so wrong shapes get the graph's INVALID_ARGUMENT.
+  Inputs that match the signature's names, dtypes and shapes run the graph directly
+  (`_flat_caller`, 0.1 ms a call less); others go to the public signature call, which checks
+  them against the input_signature it was traced for, its graph's own shape. The zoo's exports
+  also check shapes in the graph (tf.ensure_shape), so wrong shapes get the graph's
+  INVALID_ARGUMENT.
 """
 
 import os
@@ -218,11 +220,14 @@ class _SessionRunner:
 
 
 class _FunctionRunner:
-    """A TF2 SavedModel from tf.saved_model.load, run through its signature functions."""
+    """A TF2 SavedModel from tf.saved_model.load, run through its signature functions (by
+    `_flat_caller` where it can)."""
 
     def __init__(self, path, signature_defs):
         self._loaded = _tf().saved_model.load(path)
         self._functions = dict(self._loaded.signatures)
+        self._flat_callers = {name: _flat_caller(function)
+                              for name, function in self._functions.items()}
 
     def run(self, signature_name, inputs, fetches):
         tf = _tf()
@@ -234,5 +239,48 @@ class _FunctionRunner:
         tensors = {alias: tf.constant(array) if array.dtype != object else
                    tf.constant(array.reshape(-1).tolist(), tf.string, shape=array.shape)
                    for alias, array in inputs.items()}
-        results = function(**tensors)
+        flat_caller = self._flat_callers.get(signature_name)
+        results = flat_caller(tensors) if flat_caller is not None else None
+        if results is None:
+            results = function(**tensors)
         return {alias: results[alias].numpy() for alias in fetches}
+
+
+def _flat_caller(function):
+    """A faster way to call a loaded signature function: `caller({alias: tensor})` returns its
+    outputs, or None for inputs it leaves to the public call (`function(**tensors)`).
+
+    The public call binds the keyword arguments to the signature's parameters and looks up the
+    handle of every captured variable again, on every call: about 0.1 ms of Python a call, a
+    seventh of what thin_gan_merchant's one-image call costs in all. The caller runs the graph
+    with the captured inputs read once (ConcreteFunction._call_flat, the step the public call
+    ends in), on inputs whose names, dtypes and shapes match the parameters; anything else goes
+    to the public call, which raises its errors as before. Returns None (public call always)
+    where this TensorFlow lacks the private method, or a parameter is not a plain TensorSpec, or
+    a capture is not a plain tensor (a distributed variable's handle depends on the context).
+    """
+    tf = _tf()
+    try:
+        from tensorflow.python.eager.polymorphic_function.concrete_function import (
+            ConcreteFunction)
+
+        call_flat = ConcreteFunction._call_flat  # noqa: SLF001
+        parameters = list(function.function_type.parameters.values())
+        captures = list(function.captured_inputs)
+    except (ImportError, AttributeError):
+        return None
+    specs = [parameter.type_constraint for parameter in parameters]
+    if not all(type(spec) is tf.TensorSpec for spec in specs) or \
+            not all(isinstance(capture, tf.Tensor) for capture in captures):
+        return None
+    names = [parameter.name for parameter in parameters]
+
+    def caller(tensors):
+        if len(tensors) != len(names) or any(
+                name not in tensors or tensors[name].dtype != spec.dtype or
+                not spec.shape.is_compatible_with(tensors[name].shape)
+                for name, spec in zip(names, specs)):
+            return None
+        return call_flat(function, [tensors[name] for name in names], captures)
+
+    return caller

@@ -498,6 +498,67 @@ def rpc_error(call):
 # ----------------------------------------------------------------------------- conformance
 
 
+def test_signatures_run_through_the_flat_caller_with_the_public_calls_results(exported, images):
+    """The served TF2 path calls each signature's graph directly (servable._flat_caller): the
+    same outputs as the public signature call, and inputs it does not take (a wrong shape or
+    dtype) go to the public call, which refuses them as before."""
+    import tensorflow as tf
+
+    from serving.errors import ServingError
+    from serving.servable import LoadedVersion
+
+    loaded = LoadedVersion(MODEL, 1, str(exported / MODEL / "1"))
+    runner = loaded._runner  # noqa: SLF001
+    assert set(runner._flat_callers) == {"serving_default", "hash", "encode_images",  # noqa: SLF001
+                                         "hash_images"}
+    for name, caller in runner._flat_callers.items():  # noqa: SLF001
+        assert caller is not None, name
+        function = runner._functions[name]  # noqa: SLF001
+        tensors = {"images": tf.constant(images[:3])} if name in ("serving_default", "hash") \
+            else {"image_bytes": tf.constant([png_bytes(image) for image in images[:3]])}
+        flat, public = caller(tensors), function(**tensors)
+        assert sorted(flat) == sorted(public)
+        for alias in public:
+            np.testing.assert_array_equal(flat[alias].numpy(), public[alias].numpy())
+    caller = runner._flat_callers["serving_default"]  # noqa: SLF001
+    assert caller({"images": tf.zeros((1, 32, 32, 1))}) is None
+    assert caller({"images": tf.zeros((1, 64, 64), tf.float32)}) is None
+    assert caller({"images": tf.zeros((1, 64, 64, 1), tf.float64)}) is None
+    assert caller({"pixels": tf.zeros((1, 64, 64, 1))}) is None
+    with pytest.raises(ServingError) as raised:
+        loaded.run("serving_default", {"images": np.zeros((1, 32, 32, 1), np.float32)})
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_flat_caller_feeds_several_inputs_by_name(tmp_path):
+    """A signature of two inputs gets each tensor in its own parameter, whatever order the
+    request's map lists them in."""
+    import tensorflow as tf
+
+    from serving.servable import LoadedVersion
+
+    class Difference(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = tf.Variable(3.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="b"),
+                                      tf.TensorSpec([None], tf.float32, name="a")])
+        def difference(self, b, a):
+            return {"out": self.scale * (b - a[:, None])}
+
+    module = Difference()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={
+        "serving_default": module.difference})
+    loaded = LoadedVersion("difference", 1, str(tmp_path / "1"))
+    caller = loaded._runner._flat_callers["serving_default"]  # noqa: SLF001
+    a, b = np.array([1.0, 10.0], np.float32), np.array([[2, 3], [4, 5]], np.float32)
+    assert caller({"a": tf.constant(a), "b": tf.constant(b)}) is not None  # the fast path runs
+    for inputs in ({"a": a, "b": b}, {"b": b, "a": a}):
+        out = loaded.run("serving_default", inputs)["out"]
+        np.testing.assert_array_equal(out, 3.0 * (b - a[:, None]))
+
+
 def test_status_available(server, client):
     states = client.status()
     assert states[1] == "AVAILABLE" and states[2] == "AVAILABLE"
