@@ -14,9 +14,15 @@ Run it with nothing else on the machine. It prints:
 3. with --retrieval: P@8 on merchant_eval and omniglot_background of both paths (sketch-GAN+
    entries), and the smallest cosine between the two paths' embeddings;
 4. with --saved-model: the exported SavedModel's serving_default called in-process, both
-   precisions (what a TensorFlow server with oneDNN runs).
+   precisions (what a TensorFlow server with oneDNN runs);
+5. with --int8: the int8 path the zoo does not ship, measured to show how much of the int8
+   headroom a model can use: the float32 feature extractor converted to a full-integer
+   TensorFlow Lite model (int8 weights per channel, int8 activations calibrated on 1,024 other
+   merchant marks) and run by TensorFlow's bundled TFLite interpreter with XNNPACK on every
+   core, at the same batch, timed in turns with the other two; with --retrieval its P@8 too.
 
-The float32 and bfloat16 encoders of a model are timed in turns, in one process.
+The float32 and bfloat16 encoders of a model (and the int8 one) are timed in turns, in one
+process.
 """
 
 import argparse
@@ -31,6 +37,7 @@ DEFAULT_MODELS = ("thin_gan_merchant", "sketch_gan_merchant", "bingan_fashion_32
                   "sketch_gan_plus_merchant", "sketch_gan_plus_omniglot")
 RETRIEVAL = {"sketch_gan_plus_merchant": "merchant_eval",
              "sketch_gan_plus_omniglot": "omniglot_background"}
+CALIBRATION_IMAGES = 1024  # merchant marks beyond the timed ones, for --int8's activation ranges
 
 
 # ----------------------------------------------------------------------------- roofline
@@ -139,9 +146,55 @@ def saved_model_rates(encoders, images, repeats):
     return {key: len(images) / seconds for key, seconds in best.items()}
 
 
+class TFLiteInt8Encoder:
+    """`encoder`'s float32 feature extractor as a full-integer TFLite model: `encode(images)`
+    gives L2-normalised float32 embeddings as `Encoder.encode` does. Batches are fixed at
+    `batch_size` (the last one padded). For this benchmark only: TensorFlow's tf.lite
+    interpreter is deprecated (its successor is the ai-edge-litert package), and TF Serving
+    does not serve TFLite models."""
+
+    def __init__(self, encoder, calibration, batch_size=256):
+        size = encoder.image_size
+        spec = tf.TensorSpec([batch_size, size, size, 1], tf.float32)
+        extractor = encoder.feature_extractor
+        function = tf.function(lambda images: extractor(images, training=False),
+                               input_signature=[spec])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], function)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.float32
+        starts = range(0, len(calibration) - batch_size + 1, batch_size)
+        converter.representative_dataset = lambda: (
+            [calibration[start:start + batch_size]] for start in starts)
+        self.model_bytes = converter.convert()
+        self._interpreter = tf.lite.Interpreter(model_content=self.model_bytes,
+                                                num_threads=os.cpu_count())
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self.batch_size = batch_size
+
+    def encode(self, images, batch_size=None):
+        del batch_size  # fixed when converted
+        images = np.asarray(images, np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        padding = -len(images) % self.batch_size
+        if padding:
+            images = np.concatenate([images, np.zeros((padding, *images.shape[1:]), np.float32)])
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            self._interpreter.set_tensor(self._input, images[start:start + self.batch_size])
+            self._interpreter.invoke()
+            outputs.append(self._interpreter.get_tensor(self._output))
+        features = np.concatenate(outputs)[:len(images) - padding]
+        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def retrieval(encoders, corpus_name):
-    """({key: {"P@8", "R@1"}} on the corpus, the smallest cosine between the paths'
-    embeddings of the same image)."""
+    """({key: {"P@8", "R@1"}} on the corpus, {key: the smallest cosine between its embedding
+    and the float32 one of the same image} for the other paths)."""
     from zoo.data.corpora import load_corpus
     from zoo.apps.evaluation.retrieval import retrieval_metrics
     from zoo.registry import get_corpus
@@ -152,8 +205,8 @@ def retrieval(encoders, corpus_name):
     for key, value in embeddings.items():
         metrics = retrieval_metrics(value, corpus.labels, k=8)
         scores[key] = {"P@8": metrics["P@8"], "R@1": metrics["R@1"]}
-    cosines = np.sum(embeddings["float32"] * embeddings["bfloat16"], axis=1)
-    return scores, float(cosines.min())
+    return scores, {key: float(np.sum(embeddings["float32"] * value, axis=1).min())
+                    for key, value in embeddings.items() if key != "float32"}
 
 
 def main(argv=None):
@@ -171,6 +224,9 @@ def main(argv=None):
                         help="P@8 of both paths for the sketch-GAN+ entries")
     parser.add_argument("--saved-model", action="store_true",
                         help="also time the exported SavedModels")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time a full-integer TFLite conversion of each model (not "
+                             "shipped; see the docstring)")
     parser.add_argument("--record", action="store_true",
                         help="keep the results as the speed report encode "
                              "(reports/results/speed.json; MODELS.md, Speed)")
@@ -191,7 +247,14 @@ def main(argv=None):
         encoders = {precision: load(name, precision=precision)
                     for precision in ("float32", "bfloat16")}
         macs = multiply_adds(encoders["float32"].feature_extractor)
-        images = _images(args.count, encoders["float32"].image_size)
+        size = encoders["float32"].image_size
+        images = _images(args.count, size)
+        if args.int8:
+            calibration = _images(args.count + CALIBRATION_IMAGES, size)[args.count:]
+            try:
+                encoders["int8"] = TFLiteInt8Encoder(encoders["float32"], calibration)
+            except Exception as error:  # noqa: BLE001 - a layer TFLite cannot quantize
+                print(f"(int8 not measured for {name}: {str(error).splitlines()[0]})")
         rates = encode_rates(encoders, images, args.repeats)
         gflops = {key: 2 * macs * rate / 1e9 for key, rate in rates.items()}
         record = {"multiply_adds": macs, "images_per_s": rates, "gflops": gflops,
@@ -200,8 +263,15 @@ def main(argv=None):
               f"{record['speedup']:8.2f} {gflops['float32']:11.0f} {gflops['bfloat16']:12.0f} "
               f"{gflops['float32'] / peaks['conv']['float32']:9.0%} "
               f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:10.0%}")
+        if "int8" in rates:
+            record["int8_speedup"] = rates["int8"] / rates["float32"]
+            peak = peaks["conv"].get("int8")
+            print(f"{'':26s} int8 (TFLite, not shipped) {rates['int8']:.0f} img/s, "
+                  f"{record['int8_speedup']:.2f}x float32, {gflops['int8']:.0f} GOP/s" + (
+                      f", {gflops['int8'] / peak:.0%} of the int8 conv peak" if peak else ""))
         if args.saved_model:
-            record["saved_model_images_per_s"] = saved_model_rates(encoders, images, args.repeats)
+            record["saved_model_images_per_s"] = saved_model_rates(
+                {key: encoders[key] for key in ("float32", "bfloat16")}, images, args.repeats)
         if args.retrieval and name in RETRIEVAL:
             record["retrieval"] = dict(zip(("scores", "min_cosine"),
                                            retrieval(encoders, RETRIEVAL[name])),
@@ -218,7 +288,8 @@ def main(argv=None):
             print(f"{name} on {record['retrieval']['corpus']}: " + "; ".join(
                 f"{key} P@8 {value['P@8']:.3f} R@1 {value['R@1']:.3f}"
                 for key, value in scores.items())
-                + f"; smallest cosine between the paths {record['retrieval']['min_cosine']:.5f}")
+                + "; smallest cosine with float32: " + ", ".join(
+                    f"{key} {value:.5f}" for key, value in record["retrieval"]["min_cosine"].items()))
     if args.record:
         from zoo.apps.evaluation.speed import record
 

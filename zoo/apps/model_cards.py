@@ -789,17 +789,46 @@ def _speed_section():
                              f"float32 {rates['float32']:,.0f} img/s, bfloat16 "
                              f"{rates['bfloat16']:,.0f} img/s "
                              f"({rates['bfloat16'] / rates['float32']:.2f}x).")
+        int8 = {name: record for name, record in encode["models"].items()
+                if "int8" in record["images_per_s"]}
+        if int8:
+            lines += ["", "int8, measured and not shipped (`--int8`): each model's float32 "
+                      "feature extractor converted to a full-integer TensorFlow Lite model "
+                      "(int8 weights per channel, activations calibrated on 1,024 other merchant "
+                      "marks) and run by TensorFlow's bundled TFLite interpreter with XNNPACK, "
+                      "timed in turns with the two paths above: " + "; ".join(
+                          f"{name} {record['images_per_s']['int8']:,.0f} img/s "
+                          f"({record['int8_speedup']:.2f}x float32, bfloat16 "
+                          f"{record['speedup']:.2f}x)"
+                          for name, record in int8.items()) + ". It is not the zoo's path: "
+                      "TF Serving does not serve TFLite models, tf.lite's interpreter is "
+                      "deprecated, and for sketch-GAN+, the encoder to use, int8 is within run-"
+                      "to-run noise of bfloat16 while its embeddings move much further from "
+                      "float32 (the smallest cosines below). Where it gains more (the small "
+                      "models, BinGAN's 3x3 convolutions), the codes' fidelity under int8 is not "
+                      "measured."]
         retrieval = {name: record["retrieval"] for name, record in encode["models"].items()
                      if "retrieval" in record}
         if retrieval:
-            lines += ["", "| model | corpus | float32 P@8 | bfloat16 P@8 | float32 R@1 | "
-                      "bfloat16 R@1 | smallest cosine between the paths |",
-                      "|---|---|---|---|---|---|---|"]
+            paths = [path for path in ("float32", "bfloat16", "int8")
+                     if any(path in record["scores"] for record in retrieval.values())]
+            others = paths[1:]
+            lines += ["", "| model | corpus | " + " | ".join(f"{path} P@8" for path in paths)
+                      + " | " + " | ".join(f"{path} R@1" for path in paths) + " | "
+                      + " | ".join(f"smallest cosine, {path} to float32" for path in others)
+                      + " |", "|---|---|" + "---|" * (2 * len(paths) + len(others))]
             for name, record in retrieval.items():
                 scores = record["scores"]
-                lines.append(f"| {name} | {record['corpus']} | {scores['float32']['P@8']:.3f} | "
-                             f"{scores['bfloat16']['P@8']:.3f} | {scores['float32']['R@1']:.3f}"
-                             f" | {scores['bfloat16']['R@1']:.3f} | {record['min_cosine']:.5f} |")
+
+                def cell(path, metric, scores=scores):
+                    return f"{scores[path][metric]:.3f}" if path in scores else "-"
+
+                cosines = record["min_cosine"]
+                lines.append(f"| {name} | {record['corpus']} | "
+                             + " | ".join(cell(path, "P@8") for path in paths) + " | "
+                             + " | ".join(cell(path, "R@1") for path in paths) + " | "
+                             + " | ".join(f"{cosines[path]:.5f}" if path in cosines else "-"
+                                          for path in others) + " |")
     training = reports["training"]
     if training:
         lines += ["", "### Training step", "",
