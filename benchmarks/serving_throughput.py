@@ -79,7 +79,8 @@ def main(argv=None):
     arguments.add_argument("--seconds", type=float, default=5.0,
                            help="per measurement (in-process, served, echo), all rounds together")
     arguments.add_argument("--rounds", type=int, default=5, help="alternating slices")
-    arguments.add_argument("--latency-requests", type=int, default=300)
+    arguments.add_argument("--latency-requests", type=int, default=1000,
+                           help="one-image calls timed for p50 and p99")
     arguments.add_argument("--no-keep-memory", action="store_true",
                            help="leave glibc's malloc settings alone in the servers and in this "
                                 "client process (serving/memory.py)")
