@@ -49,10 +49,12 @@ def test_merchant_results_in_models_md_are_reproduced_by_their_command():
     assert np.isfinite(list(results["sketch_gan_merchant"].values())).all()
 
 
-def test_set_values_parse_as_numbers_booleans_or_text():
+def test_set_values_parse_as_numbers_booleans_text_or_tuples():
     from zoo.recipes import parse_recipe_changes
 
     assert parse_recipe_changes(["iterations=5", "learning_rate=2e-4", "center_high=false",
                                  "augment=True", "precision=float32"]) == {
         "iterations": 5, "learning_rate": 2e-4, "center_high": False, "augment": True,
         "precision": "float32"}
+    assert parse_recipe_changes(["widths=64,128", "dropout=0,0.2,0.2"]) == {
+        "widths": (64, 128), "dropout": (0, 0.2, 0.2)}

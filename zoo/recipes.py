@@ -297,20 +297,24 @@ class CodeHeadRecipe:
 
 def parse_recipe_changes(pairs):
     """Parse `--set key=value` pairs into a dict: int or float values where they parse, true /
-    false as booleans, anything else as text (the recipe checks keys and values)."""
+    false as booleans, comma-separated values as a tuple of those (`--arch widths=64,128`),
+    anything else as text (the recipe checks keys and values)."""
     changes = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ValueError(f"Expected --set key=value, got {pair!r}.")
         key, value = pair.split("=", 1)
-        if value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(value)
-                    break
-                except ValueError:
-                    continue
-        changes[key] = value
+        parts = [_parse_value(part) for part in value.split(",")]
+        changes[key] = tuple(parts) if len(parts) > 1 else parts[0]
     return changes
+
+
+def _parse_value(value):
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
