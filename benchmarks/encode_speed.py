@@ -285,11 +285,12 @@ def main(argv=None):
                   f"({rates['bfloat16'] / rates['float32']:.2f}x)")
         if "retrieval" in record:
             scores = record["retrieval"]["scores"]
+            cosines = record["retrieval"]["min_cosine"]
             print(f"{name} on {record['retrieval']['corpus']}: " + "; ".join(
                 f"{key} P@8 {value['P@8']:.3f} R@1 {value['R@1']:.3f}"
                 for key, value in scores.items())
                 + "; smallest cosine with float32: " + ", ".join(
-                    f"{key} {value:.5f}" for key, value in record["retrieval"]["min_cosine"].items()))
+                    f"{key} {value:.5f}" for key, value in cosines.items()))
     if args.record:
         from zoo.apps.evaluation.speed import record
 

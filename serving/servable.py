@@ -251,8 +251,8 @@ def _flat_caller(function):
     outputs, or None for inputs it leaves to the public call (`function(**tensors)`).
 
     The public call binds the keyword arguments to the signature's parameters and looks up the
-    handle of every captured variable again, on every call: about 0.1 ms of Python a call, a
-    seventh of what thin_gan_merchant's one-image call costs in all. The caller runs the graph
+    handle of every captured variable again, on every call: about 0.1 ms of Python a call
+    (thin_gan_merchant's one-image call: 0.57 ms public, 0.47 ms flat). The caller runs the graph
     with the captured inputs read once (ConcreteFunction._call_flat, the step the public call
     ends in), on inputs whose names, dtypes and shapes match the parameters; anything else goes
     to the public call, which raises its errors as before. Returns None (public call always)
