@@ -1,11 +1,14 @@
 """Served throughput vs in-process encoding, at batch 1 and 64, and p99 for one image.
 
-    python -m benchmarks.serving_throughput [--model NAME] [--batching FILE | --batching '']
+    python -m benchmarks.serving_throughput [--model NAME] [--uint8]
+                                            [--batching FILE | --batching '']
 
 In-process: `zoo.load(name).encode(batch)` in this process. Served: EncoderClient.encode over
 gRPC on loopback (one client, sequential calls), against the server started here (by default
 this package's server with serving/batching.config). The two are timed in alternating slices
-(--rounds of each), so that a change in the machine's load weighs on both alike.
+(--rounds of each), so that a change in the machine's load weighs on both alike. The images are
+float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from 8-bit scans,
+which the client sends to the `encode_pixels` signature (a quarter of the bytes).
 """
 
 import os
@@ -84,8 +87,10 @@ def main(argv=None):
     arguments.add_argument("--no-keep-memory", action="store_true",
                            help="leave glibc's malloc settings alone in the servers and in this "
                                 "client process (serving/memory.py)")
+    arguments.add_argument("--uint8", action="store_true",
+                           help="time uint8 images (encode_pixels) instead of float32 ones")
     arguments.add_argument("--record", action="store_true",
-                           help="keep the table as the speed report serving_MODEL "
+                           help="keep the table as the speed report serving_MODEL[_uint8] "
                                 "(reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
     keep_memory = not args.no_keep_memory
@@ -95,6 +100,8 @@ def main(argv=None):
     echo, echo_target = _start_echo(encoder.embedding_dim, keep_memory)
     try:
         images = test_images(max(BATCH_SIZES))
+        if args.uint8:
+            images = np.round(images * 255).astype(np.uint8)
         with EncoderClient(server.target, args.model, timeout=60) as client, \
                 EncoderClient(echo_target, args.model, timeout=60) as echo_client:
             rows = [(batch_size, *_rates([encoder.encode, client.encode, echo_client.encode],
@@ -110,7 +117,8 @@ def main(argv=None):
     print(command)
     print(f"machine: {machine_and_load()}")
     print(f"{args.model}, {args.kind} server, batching {args.batching or 'off'}, one sequential "
-          f"gRPC client on loopback; malloc keeps freed memory: {'yes' if keep_memory else 'no'}")
+          f"gRPC client on loopback, {pixels(args.uint8)}; malloc keeps freed memory: "
+          f"{'yes' if keep_memory else 'no'}")
     header = ("batch", "in-process img/s", "served img/s", "served / in-process",
               "no-model round trip ms", "ceiling")
     # per row: batch, the two rates, and the columns derived from them and the echo's rate
@@ -136,8 +144,16 @@ def main(argv=None):
             for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows]
         result = {"model": args.model, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
-                  "keep_memory": keep_memory, "table": table, "latency": latency}
-        print(f"recorded: {record('serving_' + args.model, result, command)}")
+                  "keep_memory": keep_memory, "images": pixels(args.uint8), "table": table,
+                  "latency": latency}
+        name = "serving_" + args.model + ("_uint8" if args.uint8 else "")
+        print(f"recorded: {record(name, result, command)}")
+
+
+def pixels(uint8):
+    """How the benchmark's images travel, in words."""
+    return ("uint8 images (encode_pixels)" if uint8 else
+            "float32 images (serving_default)")
 
 
 def _ceiling(local_rate, echo_rate):

@@ -1,19 +1,23 @@
 """Export an `Encoder` as a TF Serving SavedModel (../shared/specs/serving.md).
 
 `export_encoder(encoder, base_dir, version)` writes base_dir/<encoder.name>/<version>/ with
-four signatures, stable names that clients depend on (all batch-first, N >= 1):
+six signatures, stable names that clients depend on (all batch-first, N >= 1):
 
 | signature       | input                                      | outputs                          |
 |-----------------|--------------------------------------------|----------------------------------|
 | serving_default | images: float32 [N, 64, 64, 1] in [0, 1]   | embedding: float32 [N, D]        |
 | hash            | images: float32 [N, 64, 64, 1] in [0, 1]   | bits: uint8 [N, K], codes_bytes  |
+| encode_pixels   | pixels: uint8 [N, 64, 64, 1], 0-255        | embedding: float32 [N, D]        |
+| hash_pixels     | pixels: uint8 [N, 64, 64, 1], 0-255        | bits: uint8 [N, K], codes_bytes  |
 | encode_images   | image_bytes: string [N] (PNG/JPEG/BMP/GIF) | embedding: float32 [N, D]        |
 | hash_images     | image_bytes: string [N] (PNG/JPEG/BMP/GIF) | bits: uint8 [N, K], codes_bytes  |
 
 `embedding` is L2-normalised (similarity = dot product); `bits` are the encoder's hash head
 applied to it, 0/1; `codes_bytes` is a string [N] holding the same bits packed eight a byte in
-numpy.packbits order. uint8 images are sent as encoded files to the `*_images` signatures, whose
-graph decodes and preprocesses them exactly as `zoo.data.images.load_image` does (grayscale,
+numpy.packbits order. The `*_pixels` signatures take prepared 8-bit images, a quarter of the
+bytes of float32 on the wire, and compute `images = pixels / 255` in the graph (the float32 a
+client would have sent, to the bit). Image files go to the `*_images` signatures, whose graph
+decodes and preprocesses them exactly as `zoo.data.images.load_image` does (grayscale,
 inversion of light paper, crop to the ink, pad to square, resize). Bad inputs fail inside the
 graph with InvalidArgumentError messages that say what is expected.
 
@@ -56,6 +60,8 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SIGNATURES = {
     "serving_default": ("images", ("embedding",)),
     "hash": ("images", ("bits", "codes_bytes")),
+    "encode_pixels": ("pixels", ("embedding",)),
+    "hash_pixels": ("pixels", ("bits", "codes_bytes")),
     "encode_images": ("image_bytes", ("embedding",)),
     "hash_images": ("image_bytes", ("bits", "codes_bytes")),
 }
@@ -65,6 +71,7 @@ RANGE_MESSAGE = ("expected float32 `images` with values in [0, 1] (no NaN or inf
                  "on black 0; scale 0-255 data by 1/255, or send encoded files to the "
                  "encode_images / hash_images signatures")
 RANGE_TOLERANCE = 1e-3  # as zoo.encoder.validate_images: values this far outside are clipped
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)  # the images of uint8 pixels
 
 DEFAULT_PREPROCESSING = ("grayscale, invert light backgrounds, crop to ink, pad to square with a "
                          f"{DEFAULT_MARGIN} px margin, resize; strokes 1 on black 0")
@@ -86,7 +93,7 @@ def _pack_bits_tf(bits, num_bits):
 
 
 class EncoderModule(tf.Module):
-    """The exported object: the feature extractor, the hash head as constants, 4 signatures."""
+    """The exported object: the feature extractor, the hash head as constants, 6 signatures."""
 
     def __init__(self, encoder, metadata_path):
         super().__init__(name="encoder")
@@ -98,19 +105,28 @@ class EncoderModule(tf.Module):
         self._image_shape = tuple(int(d) for d in encoder.feature_extractor.input_shape[1:])
         self._margin = int(getattr(encoder, "margin", DEFAULT_MARGIN))
         images_spec = tf.TensorSpec([None, *self._image_shape], tf.float32, name="images")
+        pixels_spec = tf.TensorSpec([None, *self._image_shape], tf.uint8, name="pixels")
         bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
         self.serving_default = tf.function(self._serving_default, input_signature=[images_spec])
         self.hash = tf.function(self._hash, input_signature=[images_spec])
+        self.encode_pixels = tf.function(self._encode_pixels, input_signature=[pixels_spec])
+        self.hash_pixels = tf.function(self._hash_pixels, input_signature=[pixels_spec])
         self.encode_images = tf.function(self._encode_images, input_signature=[bytes_spec])
         self.hash_images = tf.function(self._hash_images, input_signature=[bytes_spec])
 
-    # The four signatures. Argument names are the signatures' input names.
+    # The six signatures. Argument names are the signatures' input names.
 
     def _serving_default(self, images):
         return {"embedding": self._embed(self._checked_images(images))}
 
     def _hash(self, images):
         return self._codes(self._embed(self._checked_images(images)))
+
+    def _encode_pixels(self, pixels):
+        return {"embedding": self._embed(self._scaled_pixels(pixels))}
+
+    def _hash_pixels(self, pixels):
+        return self._codes(self._embed(self._scaled_pixels(pixels)))
 
     def _encode_images(self, image_bytes):
         return {"embedding": self._embed(self._decoded_images(image_bytes))}
@@ -145,6 +161,15 @@ class EncoderModule(tf.Module):
         ]):
             return tf.clip_by_value(images, 0.0, 1.0)
 
+    def _scaled_pixels(self, pixels):
+        pixels = tf.ensure_shape(pixels, [None, *self._image_shape],
+                                 name="expected_pixels_of_shape_N_H_W_C")
+        with tf.control_dependencies([self._assert_not_empty(pixels)]):
+            # A table of the 256 values numpy's `pixels.astype(np.float32) / 255` gives: in a
+            # graph, Grappler turns a division by a constant into a multiplication by its
+            # reciprocal, which is a rounding step off for half of the values.
+            return tf.gather(tf.constant(PIXEL_VALUES), tf.cast(pixels, tf.int32))
+
     def _decoded_images(self, image_bytes):
         height, width, _ = self._image_shape
         image_bytes = tf.ensure_shape(image_bytes, [None], name="expected_image_bytes_of_shape_N")
@@ -165,6 +190,8 @@ class EncoderModule(tf.Module):
 
 def _describe_signatures(image_shape, embedding_dim, num_bits):
     images = {"images": {"dtype": "float32", "shape": [-1, *image_shape], "range": [0.0, 1.0]}}
+    pixels = {"pixels": {"dtype": "uint8", "shape": [-1, *image_shape], "range": [0, 255],
+                         "note": "images = pixels / 255"}}
     image_bytes = {"image_bytes": {"dtype": "string", "shape": [-1],
                                    "format": "PNG, JPEG, BMP or GIF file bytes, any size or colour"}}
     embedding = {"embedding": {"dtype": "float32", "shape": [-1, embedding_dim],
@@ -176,6 +203,8 @@ def _describe_signatures(image_shape, embedding_dim, num_bits):
     return {
         "serving_default": {"inputs": images, "outputs": embedding},
         "hash": {"inputs": images, "outputs": codes},
+        "encode_pixels": {"inputs": pixels, "outputs": embedding},
+        "hash_pixels": {"inputs": pixels, "outputs": codes},
         "encode_images": {"inputs": image_bytes, "outputs": embedding},
         "hash_images": {"inputs": image_bytes, "outputs": codes},
     }
@@ -259,6 +288,7 @@ def write_warmup_requests(path, model_name, image_shape):
 
     images, files = _warmup_images(image_shape)
     inputs = {"images": tf.make_tensor_proto(images, dtype=tf.float32),
+              "pixels": tf.make_tensor_proto(np.round(images * 255).astype(np.uint8)),
               "image_bytes": tf.make_tensor_proto(files, dtype=tf.string)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:

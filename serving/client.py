@@ -63,16 +63,21 @@ class EncoderClient:
         self._models = self._apis.model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._tensor_class = type(self._apis.predict_pb2.PredictRequest().inputs.get_or_create("x"))
         self.last_versions = []  # the version that answered each chunk of the last call
+        self._missing_signatures = set()  # *_pixels signatures the model turned out not to have
 
     # --- public API
 
     def encode(self, images, signature="serving_default"):
-        """float32 [N, D] embeddings of images: [N, H, W, C] or [N, H, W], float in [0, 1] or uint8."""
-        return self._run_chunks(signature, "images", _as_float_images(images))["embedding"]
+        """float32 [N, D] embeddings of images: [N, H, W, C] or [N, H, W], float in [0, 1] or
+        uint8 (0-255). uint8 images travel as they are, a quarter of the bytes of float32, to
+        the model's `encode_pixels` signature (`signature` left at its default), which divides
+        them by 255 in the graph; models exported without it get them as float32."""
+        return self._run_images(signature, "serving_default", "encode_pixels", images)["embedding"]
 
     def hash(self, images, signature="hash"):
-        """Codes(bits uint8 [N, K], packed uint8 [N, ceil(K/8)]) of the images."""
-        outputs = self._run_chunks(signature, "images", _as_float_images(images))
+        """Codes(bits uint8 [N, K], packed uint8 [N, ceil(K/8)]) of the images (uint8 images go
+        to `hash_pixels` as `encode` sends them to `encode_pixels`)."""
+        outputs = self._run_images(signature, "hash", "hash_pixels", images)
         return Codes(outputs["bits"].astype(np.uint8), _unpack_codes(outputs["codes_bytes"]))
 
     def encode_files(self, paths_or_bytes, signature="encode_images"):
@@ -166,6 +171,23 @@ class EncoderClient:
                 delay = self.backoff * (2 ** attempt)
                 time.sleep(delay * (0.5 + random.random()))
 
+    def _run_images(self, signature, default, pixel_signature, images):
+        """Run `signature` on float images, or `pixel_signature` on uint8 ones when `signature`
+        is its `default` and the model has it (found out on the first call, then remembered)."""
+        images = _as_images(images)
+        if images.dtype == np.uint8:
+            if signature == default and pixel_signature not in self._missing_signatures:
+                try:
+                    return self._run_chunks(pixel_signature, "pixels", images)
+                except grpc.RpcError as error:
+                    # TF Serving's answer to an unknown signature key (predict_util.cc).
+                    if error.code() != grpc.StatusCode.FAILED_PRECONDITION or \
+                            f'"{pixel_signature}" not found' not in (error.details() or ""):
+                        raise
+                    self._missing_signatures.add(pixel_signature)
+            images = images.astype(np.float32) / np.float32(255)
+        return self._run_chunks(signature, "images", images)
+
     def _run_chunks(self, signature, alias, values):
         if len(values) == 0:
             raise ValueError("Expected at least one image.")
@@ -180,14 +202,15 @@ class EncoderClient:
                 for name, parts in outputs.items()}
 
 
-def _as_float_images(images):
+def _as_images(images):
+    """[N, H, W, C] uint8 as they are, or float32."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
         raise ValueError(f"Expected images of shape [N, H, W, C] or [N, H, W]; got {images.shape}.")
     if images.dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(255)
+        return images
     if images.dtype.kind != "f":
         raise ValueError(f"Expected float images in [0, 1] or uint8; got dtype {images.dtype}.")
     return images.astype(np.float32, copy=False)

@@ -34,6 +34,10 @@ __all__ = ["LoadedVersion", "DEFAULT_SIGNATURE", "WARMUP_FILE", "unknown_alias"]
 
 
 DEFAULT_SIGNATURE = "serving_default"
+# With batching on, signatures of one input of these DataType enums get a batch queue: DT_FLOAT
+# images and DT_UINT8 pixels (the encoded files of the *_images signatures are run one request
+# at a time).
+BATCHED_DTYPES = (1, 4)
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -62,7 +66,8 @@ class LoadedVersion:
         if batching is not None:
             for key, signature in self.signature_defs.items():
                 inputs = list(signature.inputs.values())
-                if not key.startswith("__") and len(inputs) == 1 and inputs[0].dtype == 1:
+                if not key.startswith("__") and len(inputs) == 1 and \
+                        inputs[0].dtype in BATCHED_DTYPES:
                     alias = next(iter(signature.inputs))
                     self._queues[key] = BatchQueue(
                         lambda array, key=key, alias=alias: self.run(key, {alias: array}),

@@ -21,6 +21,8 @@ from zoo.models import sketch_gan
 SIGNATURES = {
     "serving_default": ({"images"}, {"embedding"}),
     "hash": ({"images"}, {"bits", "codes_bytes"}),
+    "encode_pixels": ({"pixels"}, {"embedding"}),
+    "hash_pixels": ({"pixels"}, {"bits", "codes_bytes"}),
     "encode_images": ({"image_bytes"}, {"embedding"}),
     "hash_images": ({"image_bytes"}, {"bits", "codes_bytes"}),
 }
@@ -117,6 +119,21 @@ def test_signatures_match_the_keras_encoder(exported, small_corpus):
     np.testing.assert_array_equal(codes["bits"], expected_codes.bits)
     assert list(codes["codes_bytes"]) == [row.tobytes() for row in pack_bits(codes["bits"])]
     assert list(codes["codes_bytes"]) == [row.tobytes() for row in expected_codes.packed]
+
+
+def test_pixel_signatures_equal_float_images_divided_by_255(exported, small_corpus):
+    """uint8 pixels give, to the bit, what their float32 images / 255 give (the client sends
+    uint8 images to these signatures)."""
+    pixels = as_uint8(small_corpus.images[:5])
+    pixels[0, :3, :3, 0] = [[0, 1, 2], [127, 128, 129], [253, 254, 255]]  # every kind of value
+    images = tf.constant(pixels.astype(np.float32) / np.float32(255))
+    for pixel_signature, float_signature in (("encode_pixels", "serving_default"),
+                                             ("hash_pixels", "hash")):
+        got = call(exported.loaded, pixel_signature, pixels=tf.constant(pixels))
+        want = call(exported.loaded, float_signature, images=images)
+        assert sorted(got) == sorted(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_bytes_signatures_equal_the_python_path(exported, small_corpus):
@@ -245,6 +262,12 @@ def test_in_graph_decoding_matches_pillow(small_corpus):
      r"expected float32 `images` with values in \[0, 1\] \(no NaN"),
     ("serving_default", {"images": tf.fill([1, 64, 64, 1], 255.0)},
      tf.errors.InvalidArgumentError, r"values in \[0, 1\].*scale 0-255 data by 1/255"),
+    ("encode_pixels", {"pixels": tf.zeros([2, 32, 32, 1], tf.uint8)},
+     tf.errors.InvalidArgumentError, r"expected shape \[\?,64,64,1\]"),
+    ("hash_pixels", {"pixels": tf.zeros([0, 64, 64, 1], tf.uint8)},
+     tf.errors.InvalidArgumentError, "expected at least one image"),
+    ("encode_pixels", {"pixels": tf.zeros([2, 64, 64, 1])}, tf.errors.InvalidArgumentError,
+     "expected to be a uint8 tensor"),
     ("encode_images", {"image_bytes": tf.constant([b"not an image"])},
      tf.errors.InvalidArgumentError, "expected a PNG, JPEG, BMP or GIF file"),
     ("hash_images", {"image_bytes": tf.constant([b""])}, tf.errors.InvalidArgumentError,

@@ -509,13 +509,17 @@ def test_signatures_run_through_the_flat_caller_with_the_public_calls_results(ex
 
     loaded = LoadedVersion(MODEL, 1, str(exported / MODEL / "1"))
     runner = loaded._runner  # noqa: SLF001
-    assert set(runner._flat_callers) == {"serving_default", "hash", "encode_images",  # noqa: SLF001
-                                         "hash_images"}
+    inputs = {"images": tf.constant(images[:3]),
+              "pixels": tf.constant(np.round(images[:3] * 255).astype(np.uint8)),
+              "image_bytes": tf.constant([png_bytes(image) for image in images[:3]])}
+    signatures = {"serving_default": "images", "hash": "images", "encode_pixels": "pixels",
+                  "hash_pixels": "pixels", "encode_images": "image_bytes",
+                  "hash_images": "image_bytes"}
+    assert set(runner._flat_callers) == set(signatures)  # noqa: SLF001
     for name, caller in runner._flat_callers.items():  # noqa: SLF001
         assert caller is not None, name
         function = runner._functions[name]  # noqa: SLF001
-        tensors = {"images": tf.constant(images[:3])} if name in ("serving_default", "hash") \
-            else {"image_bytes": tf.constant([png_bytes(image) for image in images[:3]])}
+        tensors = {signatures[name]: inputs[signatures[name]]}
         flat, public = caller(tensors), function(**tensors)
         assert sorted(flat) == sorted(public)
         for alias in public:
@@ -575,6 +579,58 @@ def test_encode_matches_in_process(client, encoder, images):
     np.testing.assert_allclose(client.encode(uint8), encoder.encode(uint8.astype(np.float32) / 255),
                                atol=1e-5)
     np.testing.assert_allclose(client.encode(images[..., 0]), expected, atol=1e-5)  # [N, H, W]
+
+
+def test_uint8_images_travel_as_pixels_with_the_float_results(client, images):
+    """uint8 images go to the *_pixels signatures (a quarter of the bytes) and get, to the bit,
+    what the same images as float32 / 255 get from serving_default and hash."""
+    pixels = np.round(images * 255).astype(np.uint8)
+    floats = pixels.astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(client.encode(pixels), client.encode(floats))
+    np.testing.assert_array_equal(client.hash(pixels).bits, client.hash(floats).bits)
+    assert not client._missing_signatures  # noqa: SLF001 - the pixel signatures answered
+    sent = []
+    real_call = client._call  # noqa: SLF001
+
+    def recording_call(method, request):
+        sent.append(len(request))
+        return real_call(method, request)
+
+    client._call = recording_call  # noqa: SLF001
+    client.encode(pixels)
+    client.encode(floats)
+    assert sent[0] < sent[1] / 3  # uint8 on the wire, not float32
+
+
+def test_uint8_images_fall_back_to_float_where_the_model_has_no_pixel_signature(tmp_path):
+    """A model exported before the *_pixels signatures existed gets uint8 images as float32,
+    and the client stops asking for the missing signature."""
+    import tensorflow as tf
+
+    class Mean(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 64, 64, 1], tf.float32)])
+        def embed(self, images):
+            return {"embedding": tf.reduce_mean(images, axis=[1, 2])}
+
+    module = Mean()
+    tf.saved_model.save(module, str(tmp_path / "old" / "1"),
+                        signatures={"serving_default": module.embed})
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG.format(name="old", base_path=tmp_path / "old").replace(
+        'version_labels { key: "canary" value: 2 }', ""))
+    server = start_server("python", str(config), {"old": [1]})
+    try:
+        pixels = np.arange(2 * 64 * 64, dtype=np.int64).reshape(2, 64, 64, 1) % 256
+        pixels = pixels.astype(np.uint8)
+        with EncoderClient(server.target, "old") as client:
+            expected = (pixels.astype(np.float32) / np.float32(255)).mean(axis=(1, 2))
+            for _ in range(2):
+                np.testing.assert_allclose(client.encode(pixels), expected, rtol=1e-6)
+                assert client._missing_signatures == {"encode_pixels"}  # noqa: SLF001
+            error = rpc_error(lambda: client.encode(pixels, signature="no_such_signature"))
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION  # not swallowed
+    finally:
+        server.stop()
 
 
 def test_large_batches_are_chunked(server, encoder, images):

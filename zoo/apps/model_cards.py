@@ -860,10 +860,13 @@ def _speed_section():
                   f"{index['seconds']:.1f} s = **{index['images_per_s']:,.0f} images/s** "
                   f"({index['cpu_ms_per_image']:.2f} CPU ms an image)."]
     for serving in reports["serving"]:
-        lines += ["", f"### Serving {serving['model']}", "",
+        lines += ["", f"### Serving {serving['model']}" + (
+                      ", uint8 images" if serving.get("images", "").startswith("uint8") else ""),
+                  "",
                   f"Command: `{serving['command']}` ({serving['machine']}, {serving['date']}); "
                   f"{serving['server']} server, batching {serving['batching']}, one sequential "
-                  f"gRPC client on loopback" + (
+                  f"gRPC client on loopback" + (f", {serving['images']}" if "images" in serving
+                                                else "") + (
                       "; glibc malloc keeps freed buffers in server and client "
                       "(serving/memory.py)" if serving.get("keep_memory") else "") + ".", ""]
         lines += serving["table"] + ["", serving["latency"]]
