@@ -239,7 +239,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown architecture fields {unknown}; {args.model} has "
                      f"{sorted(entry.architecture)}")
-    suffix = "".join(f"_{k}={v}" for k, v in sorted({**changes, **arch_changes}.items())) + "".join(
+    suffix = "".join(f"_{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                     for k, v in sorted({**changes, **arch_changes}.items())) + "".join(
         f"_without_{fix}_fix" for fix in sorted(set(args.undo)))
     trainer_options = {UNDO[f][0]: UNDO[f][1] for f in args.undo if f != "generator_init"}
     architecture = {**entry.architecture, **arch_changes,
