@@ -71,7 +71,6 @@ RANGE_MESSAGE = ("expected float32 `images` with values in [0, 1] (no NaN or inf
                  "on black 0; scale 0-255 data by 1/255, or send encoded files to the "
                  "encode_images / hash_images signatures")
 RANGE_TOLERANCE = 1e-3  # as zoo.encoder.validate_images: values this far outside are clipped
-PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)  # the images of uint8 pixels
 
 DEFAULT_PREPROCESSING = ("grayscale, invert light backgrounds, crop to ink, pad to square with a "
                          f"{DEFAULT_MARGIN} px margin, resize; strokes 1 on black 0")
@@ -165,10 +164,13 @@ class EncoderModule(tf.Module):
         pixels = tf.ensure_shape(pixels, [None, *self._image_shape],
                                  name="expected_pixels_of_shape_N_H_W_C")
         with tf.control_dependencies([self._assert_not_empty(pixels)]):
-            # A table of the 256 values numpy's `pixels.astype(np.float32) / 255` gives: in a
-            # graph, Grappler turns a division by a constant into a multiplication by its
-            # reciprocal, which is a rounding step off for half of the values.
-            return tf.gather(tf.constant(PIXEL_VALUES), tf.cast(pixels, tf.int32))
+            # numpy's `pixels.astype(np.float32) / 255`, to the bit: in a graph, Grappler turns
+            # a float32 division by a constant into a multiplication by its reciprocal, a
+            # rounding step off for half of the 256 values, while the float64 product rounds to
+            # the float32 quotient for every one of them (the tests check all 256). A lookup
+            # table is as exact and 0.6 ms slower for 64 images.
+            scale = tf.constant(1 / 255, tf.float64)
+            return tf.cast(tf.cast(pixels, tf.float64) * scale, tf.float32)
 
     def _decoded_images(self, image_bytes):
         height, width, _ = self._image_shape
