@@ -887,7 +887,10 @@ SERVING_CEILING_NOTE = (
     "beside it) plus the round trip: where the former is already near 3 ms (sketch-GAN+), "
     "issue 16's 3 ms p99 is out of reach too. A served call runs the signature's graph directly "
     "(serving/servable.py, `_flat_caller`), 0.1 ms a call less than TensorFlow's public "
-    "signature call.")
+    "signature call. The uint8 tables send the same images as 8-bit pixels, which the client "
+    "does for uint8 arrays (`encode_pixels`, a quarter of the request's bytes): compare their "
+    "round trips and served img/s with the float32 tables'; over a real network rather than "
+    "loopback the saving grows with the bytes.")
 
 
 def _op_label(operation, kind, ms):
