@@ -180,7 +180,7 @@ class EncoderClient:
                 try:
                     return self._run_chunks(pixel_signature, "pixels", images)
                 except grpc.RpcError as error:
-                    # TF Serving's answer to an unknown signature key (predict_util.cc).
+                    # TF Serving's answer to an unknown signature key (the zoo's server's too).
                     if error.code() != grpc.StatusCode.FAILED_PRECONDITION or \
                             f'"{pixel_signature}" not found' not in (error.details() or ""):
                         raise
