@@ -602,6 +602,15 @@ def test_uint8_images_travel_as_pixels_with_the_float_results(client, images):
     assert sent[0] < sent[1] / 3  # uint8 on the wire, not float32
 
 
+def test_rest_takes_pixels_as_integers(server, client, images):
+    pixels = np.round(images[:2] * 255).astype(np.uint8)
+    status, row = rest(server, f"/v1/models/{MODEL}:predict",
+                       {"signature_name": "encode_pixels", "instances": pixels.tolist()})
+    assert status == 200
+    np.testing.assert_array_equal(np.asarray(row["predictions"], np.float32),
+                                  client.encode(pixels))
+
+
 def test_uint8_images_fall_back_to_float_where_the_model_has_no_pixel_signature(tmp_path):
     """A model exported before the *_pixels signatures existed gets uint8 images as float32,
     and the client stops asking for the missing signature."""
