@@ -19,7 +19,8 @@ Run it with nothing else on the machine. It prints:
    headroom a model can use: the float32 feature extractor converted to a full-integer
    TensorFlow Lite model (int8 weights per channel, int8 activations calibrated on 1,024 other
    merchant marks) and run by TensorFlow's bundled TFLite interpreter with XNNPACK on every
-   core, at the same batch, timed in turns with the other two; with --retrieval its P@8 too.
+   core, at the same batch, timed in turns with the other two; the share of hash bits each
+   path keeps equal to float32's on the timed images; with --retrieval its P@8 too.
 
 The float32 and bfloat16 encoders of a model (and the int8 one) are timed in turns, in one
 process.
@@ -192,6 +193,15 @@ class TFLiteInt8Encoder:
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
+def equal_hash_bits(encoders, images):
+    """{key: fraction of the float32 encoder's hash bits that each other path's embeddings
+    give too, through the same hash head} on `images`."""
+    head = encoders["float32"].hash_head
+    bits = {key: head.bits(encoder.encode(images)) for key, encoder in encoders.items()}
+    return {key: float(np.mean(value == bits["float32"]))
+            for key, value in bits.items() if key != "float32"}
+
+
 def retrieval(encoders, corpus_name):
     """({key: {"P@8", "R@1"}} on the corpus, {key: the smallest cosine between its embedding
     and the float32 one of the same image} for the other paths)."""
@@ -265,10 +275,13 @@ def main(argv=None):
               f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:10.0%}")
         if "int8" in rates:
             record["int8_speedup"] = rates["int8"] / rates["float32"]
+            record["equal_hash_bits"] = equal_hash_bits(encoders, images)
             peak = peaks["conv"].get("int8")
             print(f"{'':26s} int8 (TFLite, not shipped) {rates['int8']:.0f} img/s, "
                   f"{record['int8_speedup']:.2f}x float32, {gflops['int8']:.0f} GOP/s" + (
-                      f", {gflops['int8'] / peak:.0%} of the int8 conv peak" if peak else ""))
+                      f", {gflops['int8'] / peak:.0%} of the int8 conv peak" if peak else "")
+                  + "; hash bits equal to float32's: " + ", ".join(
+                      f"{key} {value:.2%}" for key, value in record["equal_hash_bits"].items()))
         if args.saved_model:
             record["saved_model_images_per_s"] = saved_model_rates(
                 {key: encoders[key] for key in ("float32", "bfloat16")}, images, args.repeats)

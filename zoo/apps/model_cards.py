@@ -799,14 +799,18 @@ def _speed_section():
                       "timed in turns with the two paths above: " + "; ".join(
                           f"{name} {record['images_per_s']['int8']:,.0f} img/s "
                           f"({record['int8_speedup']:.2f}x float32, bfloat16 "
-                          f"{record['speedup']:.2f}x)"
+                          f"{record['speedup']:.2f}x" + (
+                              "; hash bits equal to float32's: int8 "
+                              f"{record['equal_hash_bits']['int8']:.1%}, bfloat16 "
+                              f"{record['equal_hash_bits']['bfloat16']:.1%}"
+                              if "equal_hash_bits" in record else "") + ")"
                           for name, record in int8.items()) + ". It is not the zoo's path: "
                       "TF Serving does not serve TFLite models, tf.lite's interpreter is "
                       "deprecated, and for sketch-GAN+, the encoder to use, int8 is within run-"
                       "to-run noise of bfloat16 while its embeddings move much further from "
                       "float32 (the smallest cosines below). Where it gains more (the small "
-                      "models, BinGAN's 3x3 convolutions), the codes' fidelity under int8 is not "
-                      "measured."]
+                      "models, BinGAN's 3x3 convolutions), compare the hash bits it keeps with "
+                      "bfloat16's; their retrieval under int8 is not measured."]
         retrieval = {name: record["retrieval"] for name, record in encode["models"].items()
                      if "retrieval" in record}
         if retrieval:
