@@ -981,8 +981,13 @@ What it reaches (the hashing table above; one training run, seed 0):
   The curve rises fast for three epochs and by about +0.003 an epoch after; the run reached
   0.730 at epoch 12 and stayed within 0.005 of its final value from there. One run, seed 0:
   single runs of this game move by about 0.01 at the end of a schedule, so the margin over the
-  goal is within that. The moonshot (0.78) would need more than a longer schedule: a wider
-  trunk (widths 32/64 are BinGAN's CPU preset here, a third of the paper's) is next.
+  goal is within that. The moonshot (0.78) would need more than a longer schedule. A wider
+  discriminator trunk alone is not it: widths 64/128 instead of 32/64 (BinGAN's CPU preset
+  here, a third of the paper's), same generator, reached 0.551 / 0.585 at 32 bits after epochs
+  1 / 2 against this run's 0.598 / 0.644, with the discriminator winning the game (generator
+  loss above 100); the probe was stopped there (`python -m benchmarks.bingan_curve
+  bingan_plus_fashion_32 --epochs 6 --evals-per-epoch 1 --set decay_fraction=0 --arch
+  widths=64,128`). A wider trunk needs a matching generator or a rebalanced game.
 - **The GAN is not what makes these codes good.** The ablation's "without the GAN" row (the
   same network, contrastive task and regularisers, no generator) scores at least as well
   after one epoch (0.636 at 32 bits, against 0.590 and 0.621 for two runs of the first
