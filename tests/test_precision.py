@@ -23,12 +23,15 @@ def test_precision_choices_and_the_cpu_check(tmp_path):
     assert cpu_flags(str(tmp_path / "missing")) == set()
     assert ("AVX512-BF16" in machine_description()) == ("avx512_bf16" in cpu_flags())
     assert resolve("auto") == ("bfloat16" if native_bfloat16() else "float32")
-    assert [resolve(name) for name in ("float32", "bfloat16")] == ["float32", "bfloat16"]
+    assert [resolve(name) for name in ("float32", "bfloat16", "int8")] == ["float32", "bfloat16",
+                                                                          "int8"]
+    assert resolve("auto") != "int8"  # int8 moves embeddings further: opt-in only
     assert keras_policy("bfloat16") == "mixed_bfloat16"  # weights stay float32
     assert keras_policy("mixed_bfloat16") == "mixed_bfloat16"  # recipes name policies
-    with pytest.raises(ValueError, match="float32, bfloat16, auto"):
+    assert keras_policy("int8") == "mixed_bfloat16"  # the layers it does not quantise
+    with pytest.raises(ValueError, match="float32, bfloat16, int8, auto"):
         resolve("float16")
-    assert CHOICES == ("float32", "bfloat16", "auto")
+    assert CHOICES == ("float32", "bfloat16", "int8", "auto")
 
 
 def _published():

@@ -8,12 +8,14 @@ def list_models():
     return {name: entry.description for name, entry in sorted(REGISTRY.items())}
 
 
-def load(name, weights_path=None, with_hash_head=True, precision="float32"):
+def load(name, weights_path=None, with_hash_head=True, precision="float32",
+         calibration_images=None):
     """The Encoder of registered model `name`, with its shipped sha256-verified weights,
-    computing in `precision` ("float32", "bfloat16" or "auto": zoo.precision)."""
+    computing in `precision` ("float32", "bfloat16", "int8" or "auto": zoo.precision; int8's
+    calibration: zoo.loading.load)."""
     from zoo.loading import load as _load
 
-    return _load(name, weights_path, with_hash_head, precision)
+    return _load(name, weights_path, with_hash_head, precision, calibration_images)
 
 
 def locate(page, query, model="sketch_gan_merchant", **options):

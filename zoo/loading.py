@@ -4,7 +4,7 @@ import numpy as np
 
 from zoo.encoder import Encoder
 from zoo.hashing import LinearHash
-from zoo.models import get_family
+from zoo.models import FAMILIES, get_family
 from zoo.precision import policy_scope, resolve
 from zoo.registry import get_entry
 from zoo.weights import load_gan_weights, verify_sha256
@@ -56,12 +56,48 @@ def encoder_of(name, discriminator, hash_head=None, precision="float32"):
                    hash_head=hash_head, margin=family.margin, precision=precision)
 
 
-def load(name, weights_path=None, with_hash_head=True, precision="float32"):
+# precision="int8": each quantised layer's activation ranges are the largest values the float32
+# network gives on these procedural merchant marks (zoo.quantization; ~1 s at load). The seed is
+# not any corpus's or benchmark's.
+INT8_CALIBRATION = {"num_identities": 128, "instances_per_identity": 4, "seed": 8}
+
+
+def int8_calibration_images():
+    """The default calibration images of precision="int8": [512, 64, 64, 1] float32 in [0, 1]."""
+    from zoo.data.merchant_marks import make_corpus
+
+    images = np.asarray(make_corpus(**INT8_CALIBRATION).images, np.float32)
+    return images.reshape(len(images), images.shape[1], images.shape[2], 1)
+
+
+def _int8_encoder(name, weights_path, discriminator, hash_head, calibration_images):
+    entry = get_entry(name)
+    family = get_family(entry.family)
+    if family.build_int8_feature_extractor is None:
+        int8_families = sorted(f.name for f in FAMILIES.values()
+                               if f.build_int8_feature_extractor is not None)
+        raise ValueError(f"precision 'int8' is for the {', '.join(int8_families)} family's "
+                         f"encoders; {name!r} is {entry.family}. Use 'bfloat16' or 'float32'.")
+    if calibration_images is None:
+        calibration_images = int8_calibration_images()
+    _, fast = load_gan(name, weights_path, "bfloat16")
+    extractor = family.build_int8_feature_extractor(discriminator, fast, calibration_images)
+    return Encoder(name, extractor, entry, hash_head=hash_head, margin=family.margin,
+                   precision="int8")
+
+
+def load(name, weights_path=None, with_hash_head=True, precision="float32",
+         calibration_images=None):
     """The Encoder of a registered model with its shipped weights and hash head.
 
     `precision` "bfloat16" computes in bfloat16 (about 1.8x faster where the CPU has AVX512-BF16;
     embeddings within zoo.encoder.BFLOAT16_TOLERANCE of float32's); "auto" picks it where the
     CPU has native bfloat16 (zoo.precision). The default, float32, is the reference path.
+    "int8" (sketch-GAN+ encoders) runs the stride-2 convolutions in int8 (zoo.quantization;
+    about 2x float32 where the CPU has AVX512-VNNI; embeddings within
+    zoo.encoder.INT8_TOLERANCE), with activation ranges calibrated on `calibration_images`
+    ([N, 64, 64, 1] in [0, 1]; default: 512 procedural merchant marks, INT8_CALIBRATION): pass
+    images of your own collection if its marks look unlike those.
 
     With `weights_path` (your own training run), a float encoder has no hash head until you
     fit one (`encoder.fit_hash_head(images)`): a head belongs to the weights it was fitted on.
@@ -69,10 +105,17 @@ def load(name, weights_path=None, with_hash_head=True, precision="float32"):
     """
     entry = get_entry(name)
     precision = resolve(precision)
-    _, discriminator = load_gan(name, weights_path, precision)
+    if calibration_images is not None and precision != "int8":
+        raise ValueError(f"calibration_images are for precision 'int8', not {precision!r}.")
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
-    encoder = encoder_of(name, discriminator, hash_head, precision)
+    if precision == "int8":
+        _, discriminator = load_gan(name, weights_path, "float32")
+        encoder = _int8_encoder(name, weights_path, discriminator, hash_head,
+                                calibration_images)
+    else:
+        _, discriminator = load_gan(name, weights_path, precision)
+        encoder = encoder_of(name, discriminator, hash_head, precision)
     if with_hash_head and hash_head is None and family.hash_head == "sign":
         # A binarisation that does not depend on the weights (BinGAN's signs) is always there.
         encoder.set_hash_head(family.sign_hash_head(encoder.embedding_dim))

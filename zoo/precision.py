@@ -1,24 +1,27 @@
-"""Compute precision of the zoo's models: float32, bfloat16, or "auto" (the fastest exact-enough
-one this CPU runs natively).
+"""Compute precision of the zoo's models: float32, bfloat16, int8, or "auto" (the fastest
+exact-enough one this CPU runs natively).
 
 Encoders run in float32 by default (the golden outputs are float32). `precision="bfloat16"`
 builds the same network under Keras' "mixed_bfloat16" policy: the weights stay float32 (the
 shipped files load unchanged), convolutions and matrix products run in bfloat16 with float32
 accumulation (oneDNN's AVX512-BF16 / AMX kernels), and the embedding is returned in float32.
 On CPUs without native bfloat16 the same graph runs, emulated, with nothing to gain, so "auto"
-picks bfloat16 only where the CPU has it. MODELS.md ("Speed") measures the speed
-and retrieval of both paths (`python -m benchmarks.encode_speed`).
+picks bfloat16 only where the CPU has it. "int8" (sketch-GAN+ encoders only) runs the
+stride-2 convolutions in int8 with calibrated ranges (zoo.quantization) and the rest as bfloat16
+does: faster again, with embeddings further from float32's, so "auto" never picks it. MODELS.md
+("Speed") measures the speed and retrieval of every path (`python -m benchmarks.encode_speed`).
 """
 
 import contextlib
 
 from zoo.machine import cpu_flags
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "int8")
 CHOICES = (*PRECISIONS, "auto")
 
-# Keras dtype policy of each precision: weights in float32 either way.
-_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+# Keras dtype policy of each precision: weights in float32 either way (int8: that of the layers
+# it does not quantise).
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "int8": "mixed_bfloat16"}
 
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 dot products.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

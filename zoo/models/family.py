@@ -34,6 +34,9 @@ class Family:
     # layer the encoder outputs (BinGAN), whatever the weights.
     hash_head: str = "itq"
     transfer: bool = False  # `zoo transfer` can continue its training on a new archive
+    # (float32 discriminator, the same weights built in bfloat16, calibration images) -> the
+    # feature extractor of precision="int8" (zoo.quantization). None: no int8 path.
+    build_int8_feature_extractor: Optional[Callable] = None
 
     def __post_init__(self):
         if self.hash_head not in HASH_HEADS:
