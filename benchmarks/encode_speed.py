@@ -1,29 +1,30 @@
-"""Encoding speed of the zoo's encoders, float32 against bfloat16, beside this CPU's roofline.
+"""Encoding speed of the zoo's encoders: float32 against bfloat16 and int8, beside this CPU's
+roofline.
 
     python -m benchmarks.encode_speed [--models NAME ...] [--retrieval] [--saved-model]
+                                      [--tflite-int8]
 
 Run it with nothing else on the machine. It prints:
 
 1. the roofline: this CPU's measured peak of a large matrix product and of a 5x5 convolution
-   in float32, bfloat16 and int8 (TensorFlow's oneDNN kernels; int8 is QuantizedConv2D, which
-   the zoo does not use: it shows the ceiling left above bfloat16);
+   in float32, bfloat16 and int8 (TensorFlow's oneDNN kernels; int8 is QuantizedConv2D);
 2. for each model: multiply-adds an image (counted from its layers), in-process
    `Encoder.encode` images/s at batch 256 (best of --repeats over --count merchant marks) in
-   float32 and in bfloat16 (`zoo.load(name, precision="bfloat16")`), the ratio, the GFLOP/s
-   each reaches, and the fraction of the convolution peak of its precision;
-3. with --retrieval: P@8 on merchant_eval and omniglot_background of both paths (sketch-GAN+
-   entries), and the smallest cosine between the two paths' embeddings;
-4. with --saved-model: the exported SavedModel's serving_default called in-process, both
-   precisions (what a TensorFlow server with oneDNN runs);
-5. with --int8: the int8 path the zoo does not ship, measured to show how much of the int8
-   headroom a model can use: the float32 feature extractor converted to a full-integer
-   TensorFlow Lite model (int8 weights per channel, int8 activations calibrated on 1,024 other
-   merchant marks) and run by TensorFlow's bundled TFLite interpreter with XNNPACK on every
-   core, at the same batch, timed in turns with the other two; the share of hash bits each
-   path keeps equal to float32's on the timed images; with --retrieval its P@8 too.
+   float32, in bfloat16 (`zoo.load(name, precision="bfloat16")`) and, for the families with an
+   int8 path (sketch-GAN+), in int8 (`precision="int8"`, zoo.quantization: the stride-2
+   convolutions in int8, the rest in bfloat16), each path's ratio to float32, the GFLOP/s each
+   reaches, and the fraction of the convolution peak of its precision (for float32 and
+   bfloat16); the share of hash bits each path keeps equal to float32's on the timed images;
+3. with --retrieval: P@8 on merchant_eval and omniglot_background of every path (sketch-GAN+
+   entries), and the smallest cosine between each path's embedding and float32's;
+4. with --saved-model: the exported SavedModel's serving_default called in-process, every
+   precision (what a TensorFlow server with oneDNN runs);
+5. with --tflite-int8: an int8 path the zoo does not ship, for comparison: the float32 feature
+   extractor converted to a full-integer TensorFlow Lite model (int8 weights per channel, int8
+   activations calibrated on 1,024 other merchant marks) and run by TensorFlow's bundled TFLite
+   interpreter with XNNPACK on every core, at the same batch, timed in turns with the others.
 
-The float32 and bfloat16 encoders of a model (and the int8 one) are timed in turns, in one
-process.
+A model's encoders are timed in turns, in one process.
 """
 
 import argparse
@@ -219,6 +220,16 @@ def retrieval(encoders, corpus_name):
                     for key, value in embeddings.items() if key != "float32"}
 
 
+def _int8_path(name):
+    """Whether registered model `name` has precision="int8" on this TensorFlow."""
+    from zoo.models import get_family
+    from zoo.quantization import int8_available
+    from zoo.registry import get_entry
+
+    family = get_family(get_entry(name).family)
+    return family.build_int8_feature_extractor is not None and int8_available()
+
+
 def main(argv=None):
     from zoo.apps.evaluation.speed import command_line
     from zoo.loading import load
@@ -231,10 +242,10 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=4000, help="merchant marks encoded")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--retrieval", action="store_true",
-                        help="P@8 of both paths for the sketch-GAN+ entries")
+                        help="P@8 of every path for the sketch-GAN+ entries")
     parser.add_argument("--saved-model", action="store_true",
                         help="also time the exported SavedModels")
-    parser.add_argument("--int8", action="store_true",
+    parser.add_argument("--tflite-int8", action="store_true",
                         help="also time a full-integer TFLite conversion of each model (not "
                              "shipped; see the docstring)")
     parser.add_argument("--record", action="store_true",
@@ -251,40 +262,43 @@ def main(argv=None):
         print(f"  {kind:7s} " + "  ".join(f"{p} {v:6.0f}" for p, v in values.items()))
     results = {"peaks": peaks, "models": {}, "batch_size": 256, "images": args.count}
     print(f"\n{'model':26s} {'MMAC/img':>8s} {'f32 img/s':>10s} {'bf16 img/s':>10s} "
-          f"{'bf16/f32':>8s} {'f32 GFLOP/s':>11s} {'bf16 GFLOP/s':>12s} "
-          f"{'f32 %peak':>9s} {'bf16 %peak':>10s}")
+          f"{'bf16/f32':>8s} {'int8 img/s':>10s} {'int8/f32':>8s} {'f32 GFLOP/s':>11s} "
+          f"{'bf16 GFLOP/s':>12s} {'f32 %peak':>9s} {'bf16 %peak':>10s}")
     for name in args.models:
-        encoders = {precision: load(name, precision=precision)
-                    for precision in ("float32", "bfloat16")}
+        precisions = ("float32", "bfloat16") + (("int8",) if _int8_path(name) else ())
+        encoders = {precision: load(name, precision=precision) for precision in precisions}
         macs = multiply_adds(encoders["float32"].feature_extractor)
         size = encoders["float32"].image_size
         images = _images(args.count, size)
-        if args.int8:
+        if args.tflite_int8:
             calibration = _images(args.count + CALIBRATION_IMAGES, size)[args.count:]
             try:
-                encoders["int8"] = TFLiteInt8Encoder(encoders["float32"], calibration)
+                encoders["tflite_int8"] = TFLiteInt8Encoder(encoders["float32"], calibration)
             except Exception as error:  # noqa: BLE001 - a layer TFLite cannot quantize
-                print(f"(int8 not measured for {name}: {str(error).splitlines()[0]})")
+                print(f"(TFLite int8 not measured for {name}: {str(error).splitlines()[0]})")
         rates = encode_rates(encoders, images, args.repeats)
         gflops = {key: 2 * macs * rate / 1e9 for key, rate in rates.items()}
         record = {"multiply_adds": macs, "images_per_s": rates, "gflops": gflops,
-                  "speedup": rates["bfloat16"] / rates["float32"]}
+                  "speedup": rates["bfloat16"] / rates["float32"],
+                  "equal_hash_bits": equal_hash_bits(encoders, images)}
+        for key in ("int8", "tflite_int8"):
+            if key in rates:
+                record[f"{key}_speedup"] = rates[key] / rates["float32"]
+        int8 = (f"{rates['int8']:10.0f} {record['int8_speedup']:8.2f}" if "int8" in rates
+                else f"{'-':>10s} {'-':>8s}")
         print(f"{name:26s} {macs / 1e6:8.1f} {rates['float32']:10.0f} {rates['bfloat16']:10.0f} "
-              f"{record['speedup']:8.2f} {gflops['float32']:11.0f} {gflops['bfloat16']:12.0f} "
+              f"{record['speedup']:8.2f} {int8} {gflops['float32']:11.0f} "
+              f"{gflops['bfloat16']:12.0f} "
               f"{gflops['float32'] / peaks['conv']['float32']:9.0%} "
               f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:10.0%}")
-        if "int8" in rates:
-            record["int8_speedup"] = rates["int8"] / rates["float32"]
-            record["equal_hash_bits"] = equal_hash_bits(encoders, images)
-            peak = peaks["conv"].get("int8")
-            print(f"{'':26s} int8 (TFLite, not shipped) {rates['int8']:.0f} img/s, "
-                  f"{record['int8_speedup']:.2f}x float32, {gflops['int8']:.0f} GOP/s" + (
-                      f", {gflops['int8'] / peak:.0%} of the int8 conv peak" if peak else "")
-                  + "; hash bits equal to float32's: " + ", ".join(
-                      f"{key} {value:.2%}" for key, value in record["equal_hash_bits"].items()))
+        print(f"{'':26s} hash bits equal to float32's: " + ", ".join(
+            f"{key} {value:.2%}" for key, value in record["equal_hash_bits"].items()))
+        if "tflite_int8" in rates:
+            print(f"{'':26s} TFLite int8 (not shipped) {rates['tflite_int8']:.0f} img/s, "
+                  f"{record['tflite_int8_speedup']:.2f}x float32")
         if args.saved_model:
             record["saved_model_images_per_s"] = saved_model_rates(
-                {key: encoders[key] for key in ("float32", "bfloat16")}, images, args.repeats)
+                {key: encoders[key] for key in precisions}, images, args.repeats)
         if args.retrieval and name in RETRIEVAL:
             record["retrieval"] = dict(zip(("scores", "min_cosine"),
                                            retrieval(encoders, RETRIEVAL[name])),
@@ -293,9 +307,10 @@ def main(argv=None):
     for name, record in results["models"].items():
         if "saved_model_images_per_s" in record:
             rates = record["saved_model_images_per_s"]
-            print(f"{name}: SavedModel serving_default float32 {rates['float32']:.0f} img/s, "
-                  f"bfloat16 {rates['bfloat16']:.0f} img/s "
-                  f"({rates['bfloat16'] / rates['float32']:.2f}x)")
+            print(f"{name}: SavedModel serving_default " + ", ".join(
+                f"{key} {rate:.0f} img/s" + (f" ({rate / rates['float32']:.2f}x)"
+                                              if key != "float32" else "")
+                for key, rate in rates.items()))
         if "retrieval" in record:
             scores = record["retrieval"]["scores"]
             cosines = record["retrieval"]["min_cosine"]

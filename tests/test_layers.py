@@ -9,7 +9,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = ("zoo/models", "zoo/registry.py", "zoo/recipes.py", "zoo/weights.py", "zoo/loading.py",
         "zoo/encoder.py", "zoo/hashing.py", "zoo/data", "zoo/training", "export",
-        "zoo/machine.py", "zoo/precision.py", "zoo/visualize.py", "zoo/atomic.py")
+        "zoo/machine.py", "zoo/precision.py", "zoo/quantization.py", "zoo/visualize.py",
+        "zoo/atomic.py")
 APPLICATIONS = ("zoo.apps", "serving", "benchmarks")
 TOP_LEVEL_ENTRY = ("zoo/__init__.py", "zoo/__main__.py")  # `import zoo` and `python3 -m zoo`
 

@@ -153,3 +153,54 @@ def test_an_int8_export_answers_like_the_int8_encoder(tmp_path):
     pixels = np.round(images * 255).astype(np.uint8)
     bits = loaded.signatures["hash_pixels"](pixels=tf.constant(pixels))
     np.testing.assert_array_equal(next(iter(bits.values())).numpy().shape[0], 6)
+
+
+def test_an_index_built_in_int8_encodes_additions_and_queries_in_int8(tmp_path):
+    import zoo
+    from test_index import write_archive
+    from zoo.apps.index import Index
+    from zoo.data.images import load_image
+    from zoo.data.merchant_marks import make_corpus
+
+    corpus = make_corpus(num_identities=3, instances_per_identity=2, seed=12)
+    folder = str(tmp_path / "scans")
+    paths = write_archive(folder, corpus, 0, 4)
+    index = Index.build(str(tmp_path / "int8.idx"), folder, models=(MODEL,), progress=False,
+                        precision="int8")
+    assert index.model_info()["precision"] == "int8"
+    paths += write_archive(folder, corpus, 4, 2)
+    assert index.add(folder, progress=False).added == 2
+    encoder = zoo.load(MODEL, precision="int8")
+    images = np.stack([load_image(path) for path in sorted(paths)])
+    order = np.argsort([item.path for item in map(index.item, range(len(index)))])
+    np.testing.assert_allclose(index.embeddings()[order], encoder.encode(images), atol=1e-4)
+    query = index.encode_query(paths[0])[0]
+    np.testing.assert_allclose(query, encoder.encode(images[:1])[0], atol=1e-4)
+
+
+def test_the_zoos_server_serves_an_int8_export(tmp_path):
+    """Over gRPC, as the client sends them (uint8 pixels and float32 images), the served int8
+    model answers like the in-process int8 encoder. (TF Serving needs its oneDNN build for this
+    op: README, Serving.)"""
+    import zoo
+    from benchmarks.common import CONFIG_TEMPLATE
+    from serving.client import EncoderClient
+    from serving.launch import start_server
+
+    encoder = zoo.load(MODEL, precision="int8")
+    encoder.export(str(tmp_path), 1)
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG_TEMPLATE.format(name=MODEL, base_path=tmp_path / MODEL).replace(
+        'version_labels { key: "canary" value: 2 }', ""))
+    server = start_server("python", str(config), {MODEL: [1]})
+    try:
+        images = _images(5, seed=9)
+        pixels = np.round(images * 255).astype(np.uint8)
+        with EncoderClient(server.target, MODEL, timeout=60) as client:
+            expected = encoder.encode(pixels)
+            np.testing.assert_allclose(client.encode(pixels), expected, atol=1e-6)
+            np.testing.assert_allclose(client.encode(pixels.astype(np.float32) / 255), expected,
+                                       atol=1e-6)
+            np.testing.assert_array_equal(client.hash(pixels).bits, encoder.hash(pixels).bits)
+    finally:
+        server.stop()

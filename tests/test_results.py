@@ -107,3 +107,39 @@ def test_the_committed_results_are_valid_records_under_their_keys():
     for kind in results.KINDS:
         for key, record in results.read(kind).items():
             assert results.key_of(kind, record) == key, (kind, key)
+
+
+def test_the_speed_section_renders_each_encoding_path_that_was_measured(results_dir):
+    from zoo.apps import model_cards
+
+    peaks = {"matmul": {"float32": 200.0, "bfloat16": 400.0},
+             "conv": {"float32": 200.0, "bfloat16": 390.0, "int8": 580.0}}
+
+    def model(rates, **extra):
+        return {"multiply_adds": 44_600_000, "images_per_s": rates,
+                "gflops": {key: 2 * 44.6e6 * rate / 1e9 for key, rate in rates.items()},
+                "speedup": rates["bfloat16"] / rates["float32"], **extra}
+
+    plus = model({"float32": 2000.0, "bfloat16": 3700.0, "int8": 4400.0, "tflite_int8": 3500.0},
+                 int8_speedup=2.2, tflite_int8_speedup=1.75,
+                 equal_hash_bits={"bfloat16": 0.998, "int8": 0.96, "tflite_int8": 0.977},
+                 saved_model_images_per_s={"float32": 2000.0, "bfloat16": 3600.0,
+                                           "int8": 4200.0},
+                 retrieval={"corpus": "merchant_eval", "min_cosine": {
+                     "bfloat16": 0.9999, "int8": 0.97, "tflite_int8": 0.98},
+                     "scores": {key: {"P@8": 0.84, "R@1": 0.98} for key in (
+                         "float32", "bfloat16", "int8", "tflite_int8")}})
+    thin = model({"float32": 25000.0, "bfloat16": 28000.0},
+                 equal_hash_bits={"bfloat16": 0.999})
+    speed.record("encode", {"peaks": peaks, "batch_size": 256, "images": 4000,
+                            "models": {"sketch_gan_plus_merchant": plus,
+                                       "thin_gan_merchant": thin}},
+                 "python -m benchmarks.encode_speed")
+    text = "\n".join(model_cards._speed_section())
+    assert ("| sketch_gan_plus_merchant | 44.6 | 2,000 | 3,700 | 1.85x | 4,400 | 2.20x | "
+            "89% | 85% | bfloat16 99.8%, int8 96.0% |") in text
+    assert "| thin_gan_merchant | 44.6 | 25,000 | 28,000 | 1.12x | - | - |" in text
+    assert ("in-process): float32 2,000 img/s, bfloat16 3,600 img/s (1.80x), int8 4,200 img/s "
+            "(2.10x).") in text
+    assert "sketch_gan_plus_merchant 3,500 img/s (1.75x float32; hash bits equal" in text
+    assert "| int8 P@8 | tflite_int8 P@8 |" in text and "smallest cosine, int8 to float32" in text

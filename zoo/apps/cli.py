@@ -470,7 +470,9 @@ def build_parser():
     sub.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
                      help="the graph's compute precision (default float32; bfloat16 is about "
                           "1.8x faster on servers whose CPU has AVX512-BF16 or AMX; elsewhere it is "
-                          "emulated, with no gain; auto decides by this machine's CPU)")
+                          "emulated, with no gain; int8, for sketch-GAN+ models, about 2x where "
+                          "the CPU has AVX512-VNNI, with embeddings further from float32's "
+                          "(MODELS.md, 'Speed'); auto decides by this machine's CPU)")
     sub.set_defaults(run=cmd_export)
 
     sub = commands.add_parser("transfer", help="fine-tune a zoo model on a new archive (no "
@@ -602,7 +604,9 @@ def build_parser():
                        help="in-process encoding: bfloat16 is about 1.8x faster where the CPU "
                             "has AVX512-BF16 or AMX, with the same retrieval (MODELS.md, "
                             "'Speed'); auto (default) uses it there and float32 "
-                            "elsewhere. Recorded in the index; `add` and queries use it too.")
+                            "elsewhere; int8 (sketch-GAN+ models) is faster again where the CPU "
+                            "has AVX512-VNNI, with P@8 within 0.01 of float32's. Recorded in the "
+                            "index; `add` and queries use it too.")
     build.set_defaults(run=cmd_index_build)
     add = actions.add_parser("add", help="add a folder's new images to an index (files "
                                          "already in it are skipped)")

@@ -740,7 +740,10 @@ SPEED_NOTES = """Every figure below was measured by the command printed with it,
 machine it names, with nothing else running, each ratio against a baseline measured in the same
 process. bfloat16 is opt-in in the library (`zoo.load(name, precision="bfloat16")`, `zoo export
 --precision`) and the default of `zoo index build` on CPUs with AVX512-BF16 or AMX
-(`--precision auto`); float32 stays the reference path and the golden outputs' precision."""
+(`--precision auto`); int8 (sketch-GAN+ encoders: `precision="int8"`, `--precision int8`) is
+opt-in everywhere, never chosen by auto, because its embeddings move further from float32's (the
+smallest cosines below; zoo.encoder.INT8_TOLERANCE); float32 stays the reference path and the
+golden outputs' precision."""
 
 
 def _speed_section():
@@ -756,7 +759,7 @@ def _speed_section():
     encode = reports["encode"]
     if encode:
         peaks = encode["peaks"]
-        lines += ["", "### Encoding: float32 against bfloat16, beside the roofline", "",
+        lines += ["", "### Encoding: float32 against bfloat16 and int8, beside the roofline", "",
                   f"Command: `{encode['command']}` ({encode['machine']}, {encode['date']}); "
                   f"in-process `Encoder.encode`, batch {encode['batch_size']}, best of the runs "
                   f"over {encode['images']:,} merchant marks.", "",
@@ -765,56 +768,60 @@ def _speed_section():
                       for kind, values in peaks.items()) + ". The bfloat16 convolution "
                   f"peak is {peaks['conv']['bfloat16'] / peaks['conv']['float32']:.2f}x the "
                   "float32 one, so that ratio is the most bfloat16 alone can give a model bound "
-                  "by its convolutions (sketch-GAN+); int8 (" + (
-                      f"{peaks['conv']['int8'] / peaks['conv']['float32']:.1f}x" if "int8" in
-                      peaks["conv"] else "not measured") + ") is the headroom left, unused: "
-                  "TensorFlow's int8 convolutions take only constant filters and unsigned "
-                  "inputs, and the encoders' LeakyReLU outputs are signed. The small models "
-                  "(thin-GAN, sketch-GAN) are far from the peak: their time goes to memory "
-                  "traffic and per-op overhead, where bfloat16 helps less.", "",
+                  "by its convolutions (sketch-GAN+)" + (
+                      f"; the int8 one is {peaks['conv']['int8'] / peaks['conv']['float32']:.1f}x"
+                      if "int8" in peaks["conv"] else "") + ". The int8 path "
+                  "(`precision=\"int8\"`, sketch-GAN+ only: zoo/quantization.py) runs the three "
+                  "5x5 stride-2 convolutions, 88% of the multiply-adds, in int8 with calibrated "
+                  "activation ranges, and the 9x9 layer and the read-out in bfloat16; its "
+                  "quantise, dequantise and LeakyReLU passes cost memory traffic that the "
+                  "convolutions' speed-up pays for. The small models (thin-GAN, sketch-GAN) are "
+                  "far from the peak: their time goes to memory traffic and per-op overhead, "
+                  "where bfloat16 helps less.", "",
                   "| model | M multiply-adds / image | float32 img/s | bfloat16 img/s | "
-                  "speed-up | float32 % of conv peak | bfloat16 % of conv peak |",
-                  "|---|---|---|---|---|---|---|"]
+                  "bfloat16 speed-up | int8 img/s | int8 speed-up | float32 % of conv peak | "
+                  "bfloat16 % of conv peak | hash bits equal to float32's |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, record in encode["models"].items():
             rates, gflops = record["images_per_s"], record["gflops"]
+            int8 = (f"{rates['int8']:,.0f} | {record['int8_speedup']:.2f}x" if "int8" in rates
+                    else "- | -")
+            bits = ", ".join(f"{key} {record['equal_hash_bits'][key]:.1%}"
+                             for key in ("bfloat16", "int8")
+                             if key in record.get("equal_hash_bits", {}))
             lines.append(
                 f"| {name} | {record['multiply_adds'] / 1e6:.1f} | {rates['float32']:,.0f} | "
-                f"{rates['bfloat16']:,.0f} | {record['speedup']:.2f}x | "
+                f"{rates['bfloat16']:,.0f} | {record['speedup']:.2f}x | {int8} | "
                 f"{gflops['float32'] / peaks['conv']['float32']:.0%} | "
-                f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:.0%} |")
+                f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:.0%} | {bits} |")
         for name, record in encode["models"].items():
             if "saved_model_images_per_s" in record:
                 rates = record["saved_model_images_per_s"]
                 lines.append(f"\n{name} exported (SavedModel `serving_default`, in-process): "
-                             f"float32 {rates['float32']:,.0f} img/s, bfloat16 "
-                             f"{rates['bfloat16']:,.0f} img/s "
-                             f"({rates['bfloat16'] / rates['float32']:.2f}x).")
-        int8 = {name: record for name, record in encode["models"].items()
-                if "int8" in record["images_per_s"]}
-        if int8:
-            lines += ["", "int8, measured and not shipped (`--int8`): each model's float32 "
-                      "feature extractor converted to a full-integer TensorFlow Lite model "
-                      "(int8 weights per channel, activations calibrated on 1,024 other merchant "
-                      "marks) and run by TensorFlow's bundled TFLite interpreter with XNNPACK, "
-                      "timed in turns with the two paths above: " + "; ".join(
-                          f"{name} {record['images_per_s']['int8']:,.0f} img/s "
-                          f"({record['int8_speedup']:.2f}x float32, bfloat16 "
-                          f"{record['speedup']:.2f}x" + (
-                              "; hash bits equal to float32's: int8 "
-                              f"{record['equal_hash_bits']['int8']:.1%}, bfloat16 "
-                              f"{record['equal_hash_bits']['bfloat16']:.1%}"
-                              if "equal_hash_bits" in record else "") + ")"
-                          for name, record in int8.items()) + ". It is not the zoo's path: "
-                      "TF Serving does not serve TFLite models, tf.lite's interpreter is "
-                      "deprecated, and for sketch-GAN+, the encoder to use, int8 is within run-"
-                      "to-run noise of bfloat16 while its embeddings move much further from "
-                      "float32 (the smallest cosines below). Where it gains more (the small "
-                      "models, BinGAN's 3x3 convolutions), compare the hash bits it keeps with "
-                      "bfloat16's; their retrieval under int8 is not measured."]
+                             + ", ".join(f"{key} {rates[key]:,.0f} img/s" + (
+                                 f" ({rates[key] / rates['float32']:.2f}x)" if key != "float32"
+                                 else "") for key in ("float32", "bfloat16", "int8")
+                                 if key in rates) + ".")
+        tflite = {name: record for name, record in encode["models"].items()
+                  if "tflite_int8" in record["images_per_s"]}
+        if tflite:
+            lines += ["", "int8 through TensorFlow Lite, measured and not shipped "
+                      "(`--tflite-int8`): each model's float32 feature extractor converted to a "
+                      "full-integer TensorFlow Lite model (int8 weights per channel, activations "
+                      "calibrated on 1,024 other merchant marks) and run by TensorFlow's bundled "
+                      "TFLite interpreter with XNNPACK, timed in turns with the paths above: "
+                      + "; ".join(
+                          f"{name} {record['images_per_s']['tflite_int8']:,.0f} img/s "
+                          f"({record['tflite_int8_speedup']:.2f}x float32; hash bits equal to "
+                          f"float32's: {record['equal_hash_bits']['tflite_int8']:.1%})"
+                          for name, record in tflite.items()) + ". It is not the zoo's path: "
+                      "TF Serving does not serve TFLite models and tf.lite's interpreter is "
+                      "deprecated. It gains most on the small models and on BinGAN's 3x3 "
+                      "convolutions, whose retrieval under int8 is not measured."]
         retrieval = {name: record["retrieval"] for name, record in encode["models"].items()
                      if "retrieval" in record}
         if retrieval:
-            paths = [path for path in ("float32", "bfloat16", "int8")
+            paths = [path for path in ("float32", "bfloat16", "int8", "tflite_int8")
                      if any(path in record["scores"] for record in retrieval.values())]
             others = paths[1:]
             lines += ["", "| model | corpus | " + " | ".join(f"{path} P@8" for path in paths)
