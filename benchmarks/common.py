@@ -32,11 +32,12 @@ def write_config(base_dir, name=MODEL):
     return path
 
 
-def export_versions(base_dir, name=MODEL, versions=(1, 2)):
-    """Export `name` as version 1 and copy it to the other versions; return the zoo Encoder."""
+def export_versions(base_dir, name=MODEL, versions=(1, 2), precision="float32"):
+    """Export `name` (computing in `precision`) as version 1 and copy it to the other versions;
+    return the zoo Encoder."""
     import zoo
 
-    encoder = zoo.load(name)
+    encoder = zoo.load(name, precision=precision)
     encoder.export(base_dir, versions[0])
     for version in versions[1:]:
         copy_version(os.path.join(base_dir, name), versions[0], version)
@@ -61,12 +62,12 @@ def parser(description):
     return parser
 
 
-def start(kind, batching, model=MODEL, keep_memory=True):
-    """Export `model` (versions 1 and 2) into a temp dir and start a server on it:
-    (server, encoder, base_dir). keep_memory: as start_server's."""
+def start(kind, batching, model=MODEL, keep_memory=True, precision="float32"):
+    """Export `model` (versions 1 and 2, computing in `precision`) into a temp dir and start a
+    server on it: (server, encoder, base_dir). keep_memory: as start_server's."""
     base_dir = tempfile.mkdtemp(prefix="serving-bench-")
     atexit.register(shutil.rmtree, base_dir, True)
-    encoder = export_versions(base_dir, model)
+    encoder = export_versions(base_dir, model, precision=precision)
     server = start_server(kind, write_config(base_dir, model), {model: [1, 2]},
                           batching_parameters_file=os.path.abspath(batching) if batching else None,
                           keep_memory=keep_memory)

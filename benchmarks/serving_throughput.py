@@ -1,6 +1,6 @@
 """Served throughput vs in-process encoding, at batch 1 and 64, and p99 for one image.
 
-    python -m benchmarks.serving_throughput [--model NAME] [--uint8]
+    python -m benchmarks.serving_throughput [--model NAME] [--uint8] [--precision P]
                                             [--batching FILE | --batching '']
 
 In-process: `zoo.load(name).encode(batch)` in this process. Served: EncoderClient.encode over
@@ -8,7 +8,9 @@ gRPC on loopback (one client, sequential calls), against the server started here
 this package's server with serving/batching.config). The two are timed in alternating slices
 (--rounds of each), so that a change in the machine's load weighs on both alike. The images are
 float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from 8-bit scans,
-which the client sends to the `encode_pixels` signature (a quarter of the bytes).
+which the client sends to the `encode_pixels` signature (a quarter of the bytes). With
+--precision bfloat16 or int8 the served model is exported in that precision and the in-process
+baseline computes in it too (zoo.precision).
 """
 
 import os
@@ -89,14 +91,19 @@ def main(argv=None):
                                 "client process (serving/memory.py)")
     arguments.add_argument("--uint8", action="store_true",
                            help="time uint8 images (encode_pixels) instead of float32 ones")
+    arguments.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
+                           default="float32", help="the exported model's and the in-process "
+                                                   "encoder's compute precision")
     arguments.add_argument("--record", action="store_true",
-                           help="keep the table as the speed report serving_MODEL[_uint8] "
-                                "(reports/results/speed.json; MODELS.md)")
+                           help="keep the table as the speed report "
+                                "serving_MODEL[_PRECISION][_uint8] (PRECISION unless float32; "
+                                "reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
     keep_memory = not args.no_keep_memory
     if keep_memory:
         keep_freed_memory()
-    server, encoder, _ = start(args.kind, args.batching, args.model, keep_memory=keep_memory)
+    server, encoder, _ = start(args.kind, args.batching, args.model, keep_memory=keep_memory,
+                               precision=args.precision)
     echo, echo_target = _start_echo(encoder.embedding_dim, keep_memory)
     try:
         images = test_images(max(BATCH_SIZES))
@@ -116,7 +123,8 @@ def main(argv=None):
     command = command_line("benchmarks.serving_throughput", argv)
     print(command)
     print(f"machine: {machine_and_load()}")
-    print(f"{args.model}, {args.kind} server, batching {args.batching or 'off'}, one sequential "
+    print(f"{args.model} ({args.precision}), {args.kind} server, batching "
+          f"{args.batching or 'off'}, one sequential "
           f"gRPC client on loopback, {pixels(args.uint8)}; malloc keeps freed memory: "
           f"{'yes' if keep_memory else 'no'}")
     header = ("batch", "in-process img/s", "served img/s", "served / in-process",
@@ -142,11 +150,13 @@ def main(argv=None):
             f"| {batch_size} | {local_rate:,.0f} | {served_rate:,.0f} | {ratio:.2f} | "
             f"{round_trip_ms:.2f} | {ceiling:.2f} |"
             for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows]
-        result = {"model": args.model, "server": args.kind,
+        result = {"model": args.model, "precision": args.precision, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
                   "keep_memory": keep_memory, "images": pixels(args.uint8), "table": table,
                   "latency": latency}
-        name = "serving_" + args.model + ("_uint8" if args.uint8 else "")
+        name = "_".join(["serving", args.model]
+                        + ([args.precision] if args.precision != "float32" else [])
+                        + (["uint8"] if args.uint8 else []))
         print(f"recorded: {record(name, result, command)}")
 
 

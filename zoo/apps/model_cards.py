@@ -871,7 +871,9 @@ def _speed_section():
                   f"{index['seconds']:.1f} s = **{index['images_per_s']:,.0f} images/s** "
                   f"({index['cpu_ms_per_image']:.2f} CPU ms an image)."]
     for serving in reports["serving"]:
+        precision = serving.get("precision", "float32")
         lines += ["", f"### Serving {serving['model']}" + (
+                      f", exported in {precision}" if precision != "float32" else "") + (
                       ", uint8 images" if serving.get("images", "").startswith("uint8") else ""),
                   "",
                   f"Command: `{serving['command']}` ({serving['machine']}, {serving['date']}); "
