@@ -234,7 +234,7 @@ def main(argv=None):
     from zoo.apps.evaluation.speed import command_line
     from zoo.loading import load
     from zoo.machine import machine_description
-    from zoo.precision import native_bfloat16
+    from zoo.precision import native_bfloat16, native_int8
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,7 +254,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     command = command_line("benchmarks.encode_speed", argv)
-    print(f"machine: {machine_description()}; native bfloat16: {native_bfloat16()}")
+    print(f"machine: {machine_description()}; native bfloat16: {native_bfloat16()}; native "
+          f"int8: {native_int8()}")
     print(f"command: {command}")
     peaks = measure_peaks()
     print("\nroofline (measured peaks, G(FL)OP/s):")

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from zoo.encoder import INT8_TOLERANCE
+from zoo.precision import native_int8
 from zoo.quantization import QuantizedConvLeakyReLU, int8_available, quantize_kernel
 
 pytestmark = pytest.mark.skipif(
@@ -65,9 +66,14 @@ def test_the_layer_computes_the_quantised_convolution(strides, padding):
     got = layer(tf.constant(x)).numpy()  # eager: the layer traces its graph
     assert got.shape == expected.shape == tuple(layer.compute_output_shape(x.shape))
     step = output_range / 127
-    # oneDNN rounds in float32: a sum that lands on a half step may round either way.
-    assert np.abs(got - expected).max() <= step * 1.0001
-    assert np.mean(np.isclose(got, expected, atol=step * 1e-3)) > 0.999  # measured: all
+    if native_int8() and "ONEDNN_MAX_CPU_ISA" not in os.environ:
+        # VNNI: the documented arithmetic (oneDNN rounds in float32: a sum that lands on a half
+        # step may round either way; measured: every output equal).
+        assert np.abs(got - expected).max() <= step * 1.0001
+        assert np.mean(np.isclose(got, expected, atol=step * 1e-3)) > 0.999
+    else:  # halved kernels (module docstring); measured with ONEDNN_MAX_CPU_ISA=AVX512_CORE
+        assert np.abs(got - expected).max() <= 2 * step * 1.0001
+        assert np.abs(got - expected).mean() <= 0.35 * step
     graph = tf.function(lambda images: layer(images))(tf.constant(x)).numpy()
     np.testing.assert_array_equal(graph, got)
     # And it is the float convolution, up to the quantisation (and the clipping of |x| > 2).

@@ -32,6 +32,17 @@ def native_bfloat16():
     return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
 
 
+# CPU flags of native int8 dot products (VNNI) for precision "int8".
+NATIVE_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def native_int8():
+    """Whether this CPU computes int8 dot products natively (VNNI): where it does not, oneDNN's
+    int8 convolutions halve the kernels' range to keep 16-bit partial sums from saturating, so
+    precision "int8" is slower and one bit coarser (zoo.quantization)."""
+    return bool(cpu_flags() & set(NATIVE_INT8_FLAGS))
+
+
 def resolve(precision):
     """"float32" or "bfloat16" for one of CHOICES ("auto" decides by the CPU); ValueError
     otherwise."""

@@ -10,7 +10,10 @@ A `QuantizedConvLeakyReLU` layer computes LeakyReLU(conv(x, kernel) + bias) as
 with the kernel rounded to int8 with one scale per output channel (s_k = max |kernel| / 127) and
 the two activation scales fixed by calibration: s_in = max |x| / 127 and s_out = max |conv + bias|
 / 127 over calibration images (`calibrate_ranges`). Fixed ranges keep an image's embedding
-independent of the batch it is encoded in.
+independent of the batch it is encoded in. On CPUs with VNNI (zoo.precision.native_int8) the
+result is that arithmetic exactly; without VNNI, oneDNN halves the kernels' range inside the
+convolution to keep its 16-bit partial sums from saturating, and outputs may differ from it by up
+to two steps of s_out (measured; tests/test_quantization.py).
 
 The convolution is TensorFlow's oneDNN op `_FusedQuantizedConv2D` (fused ops BiasAdd and
 Requantize), which the public `tf.raw_ops` does not expose: the layer adds it to the graph by name.
