@@ -13,8 +13,9 @@ Run it with nothing else on the machine. It prints:
    float32, in bfloat16 (`zoo.load(name, precision="bfloat16")`) and, for the families with an
    int8 path (sketch-GAN+), in int8 (`precision="int8"`, zoo.quantization: the stride-2
    convolutions in int8, the rest in bfloat16), each path's ratio to float32, the GFLOP/s each
-   reaches, and the fraction of the convolution peak of its precision (for float32 and
-   bfloat16); the share of hash bits each path keeps equal to float32's on the timed images;
+   reaches, and the fraction of the convolution peak of its precision (for int8: of the time
+   its int8 convolutions would take at the int8 peak plus the rest at the bfloat16 one); the
+   share of hash bits each path keeps equal to float32's on the timed images;
 3. with --retrieval: P@8 on merchant_eval and omniglot_background of every path (sketch-GAN+
    entries), and the smallest cosine between each path's embedding and float32's;
 4. with --saved-model: the exported SavedModel's serving_default called in-process, every
@@ -85,13 +86,16 @@ def measure_peaks(size=2048, batch=256):
     return peaks
 
 
-def multiply_adds(model):
+def multiply_adds(model, int8_only=False):
     """Multiply-adds of one image through `model`'s layers with a kernel: convolutions
     (a 4-d kernel, once per output position) and dense layers (2-d), BinGAN's weight-normalised
-    ones included. The rest is elementwise or pooling: under 1% for the zoo's encoders."""
+    ones and the int8 path's quantised convolutions included (only those with `int8_only`). The
+    rest is elementwise or pooling: under 1% for the zoo's encoders."""
     total = 0
     for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
+        kernel = getattr(layer, "kernel8", None)  # zoo.quantization.QuantizedConvLeakyReLU
+        if kernel is None and not int8_only:
+            kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
         if len(kernel.shape) == 4:
@@ -100,6 +104,15 @@ def multiply_adds(model):
         elif len(kernel.shape) == 2:
             total += int(np.prod(kernel.shape))
     return int(total)
+
+
+def int8_roofline(model, peaks):
+    """Images/s of `model` (an int8 path) if its int8 convolutions ran at the int8 convolution
+    peak and the rest at the bfloat16 one: the int8 path's limit on this CPU."""
+    int8 = multiply_adds(model, int8_only=True)
+    seconds = (2 * int8 / peaks["conv"]["int8"]
+               + 2 * (multiply_adds(model) - int8) / peaks["conv"]["bfloat16"]) / 1e9
+    return 1 / seconds
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -285,6 +298,9 @@ def main(argv=None):
         for key in ("int8", "tflite_int8"):
             if key in rates:
                 record[f"{key}_speedup"] = rates[key] / rates["float32"]
+        if "int8" in rates and "int8" in peaks["conv"]:
+            record["int8_roofline_fraction"] = rates["int8"] / int8_roofline(
+                encoders["int8"].feature_extractor, peaks)
         int8 = (f"{rates['int8']:10.0f} {record['int8_speedup']:8.2f}" if "int8" in rates
                 else f"{'-':>10s} {'-':>8s}")
         print(f"{name:26s} {macs / 1e6:8.1f} {rates['float32']:10.0f} {rates['bfloat16']:10.0f} "
@@ -292,6 +308,9 @@ def main(argv=None):
               f"{gflops['bfloat16']:12.0f} "
               f"{gflops['float32'] / peaks['conv']['float32']:9.0%} "
               f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:10.0%}")
+        if "int8_roofline_fraction" in record:
+            print(f"{'':26s} int8 path at {record['int8_roofline_fraction']:.0%} of its roofline "
+                  "(int8 convolutions at the int8 conv peak, the rest at the bfloat16 one)")
         print(f"{'':26s} hash bits equal to float32's: " + ", ".join(
             f"{key} {value:.2%}" for key, value in record["equal_hash_bits"].items()))
         if "tflite_int8" in rates:

@@ -121,7 +121,7 @@ def test_the_speed_section_renders_each_encoding_path_that_was_measured(results_
                 "speedup": rates["bfloat16"] / rates["float32"], **extra}
 
     plus = model({"float32": 2000.0, "bfloat16": 3700.0, "int8": 4400.0, "tflite_int8": 3500.0},
-                 int8_speedup=2.2, tflite_int8_speedup=1.75,
+                 int8_speedup=2.2, tflite_int8_speedup=1.75, int8_roofline_fraction=0.66,
                  equal_hash_bits={"bfloat16": 0.998, "int8": 0.96, "tflite_int8": 0.977},
                  saved_model_images_per_s={"float32": 2000.0, "bfloat16": 3600.0,
                                            "int8": 4200.0},
@@ -137,8 +137,9 @@ def test_the_speed_section_renders_each_encoding_path_that_was_measured(results_
                  "python -m benchmarks.encode_speed")
     text = "\n".join(model_cards._speed_section())
     assert ("| sketch_gan_plus_merchant | 44.6 | 2,000 | 3,700 | 1.85x | 4,400 | 2.20x | "
-            "89% | 85% | bfloat16 99.8%, int8 96.0% |") in text
+            "89% | 85% | 66% | bfloat16 99.8%, int8 96.0% |") in text
     assert "| thin_gan_merchant | 44.6 | 25,000 | 28,000 | 1.12x | - | - |" in text
+    assert "% | - | bfloat16 99.9% |" in text  # thin-GAN has no int8 path, so no roofline
     assert ("in-process): float32 2,000 img/s, bfloat16 3,600 img/s (1.80x), int8 4,200 img/s "
             "(2.10x).") in text
     assert "sketch_gan_plus_merchant 3,500 img/s (1.75x float32; hash bits equal" in text

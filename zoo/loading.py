@@ -107,14 +107,15 @@ def load(name, weights_path=None, with_hash_head=True, precision="float32",
     precision = resolve(precision)
     if calibration_images is not None and precision != "int8":
         raise ValueError(f"calibration_images are for precision 'int8', not {precision!r}.")
+    # The weights first: their verification is what a damaged install reports.
+    _, discriminator = load_gan(name, weights_path,
+                                "float32" if precision == "int8" else precision)
     family = get_family(entry.family)
     hash_head = load_hash_head(name) if with_hash_head and weights_path is None else None
     if precision == "int8":
-        _, discriminator = load_gan(name, weights_path, "float32")
         encoder = _int8_encoder(name, weights_path, discriminator, hash_head,
                                 calibration_images)
     else:
-        _, discriminator = load_gan(name, weights_path, precision)
         encoder = encoder_of(name, discriminator, hash_head, precision)
     if with_hash_head and hash_head is None and family.hash_head == "sign":
         # A binarisation that does not depend on the weights (BinGAN's signs) is always there.

@@ -774,18 +774,23 @@ def _speed_section():
                   "(`precision=\"int8\"`, sketch-GAN+ only: zoo/quantization.py) runs the three "
                   "5x5 stride-2 convolutions, 88% of the multiply-adds, in int8 with calibrated "
                   "activation ranges, and the 9x9 layer and the read-out in bfloat16; its "
-                  "quantise, dequantise and LeakyReLU passes cost memory traffic that the "
-                  "convolutions' speed-up pays for. The small models (thin-GAN, sketch-GAN) are "
+                  "roofline is the time of its int8 convolutions at the int8 peak plus the rest "
+                  "at the bfloat16 one, and it falls short of it by its quantise, dequantise "
+                  "and LeakyReLU passes over memory (and the 9x9 layer's single input channel). "
+                  "The small models (thin-GAN, sketch-GAN) are "
                   "far from the peak: their time goes to memory traffic and per-op overhead, "
                   "where bfloat16 helps less.", "",
                   "| model | M multiply-adds / image | float32 img/s | bfloat16 img/s | "
                   "bfloat16 speed-up | int8 img/s | int8 speed-up | float32 % of conv peak | "
-                  "bfloat16 % of conv peak | hash bits equal to float32's |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "bfloat16 % of conv peak | int8 % of its roofline | hash bits equal to "
+                  "float32's |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, record in encode["models"].items():
             rates, gflops = record["images_per_s"], record["gflops"]
             int8 = (f"{rates['int8']:,.0f} | {record['int8_speedup']:.2f}x" if "int8" in rates
                     else "- | -")
+            int8_peak = (f"{record['int8_roofline_fraction']:.0%}"
+                         if "int8_roofline_fraction" in record else "-")
             bits = ", ".join(f"{key} {record['equal_hash_bits'][key]:.1%}"
                              for key in ("bfloat16", "int8")
                              if key in record.get("equal_hash_bits", {}))
@@ -793,7 +798,8 @@ def _speed_section():
                 f"| {name} | {record['multiply_adds'] / 1e6:.1f} | {rates['float32']:,.0f} | "
                 f"{rates['bfloat16']:,.0f} | {record['speedup']:.2f}x | {int8} | "
                 f"{gflops['float32'] / peaks['conv']['float32']:.0%} | "
-                f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:.0%} | {bits} |")
+                f"{gflops['bfloat16'] / peaks['conv']['bfloat16']:.0%} | {int8_peak} | "
+                f"{bits} |")
         for name, record in encode["models"].items():
             if "saved_model_images_per_s" in record:
                 rates = record["saved_model_images_per_s"]
