@@ -27,6 +27,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from zoo.apps.evaluation.speed import command_line, machine_and_load  # noqa: E402 (after the env)
+from zoo.precision import CHOICES as PRECISION_CHOICES  # noqa: E402
 
 
 def _rate(count, seconds):
@@ -247,7 +248,7 @@ def main(argv=None):
     build.add_argument("--chunk-size", type=int, default=1024)
     build.add_argument("--workers", type=int, default=None, help="preparing threads")
     build.add_argument("--keep", help="move the built index here")
-    build.add_argument("--precision", default="auto", choices=("float32", "bfloat16", "auto"),
+    build.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                        help="encoding precision, as `zoo index build --precision` (default auto)")
     build.add_argument("--record", action="store_true",
                        help="keep the result as the speed report index_build "

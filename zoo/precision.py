@@ -44,8 +44,8 @@ def native_int8():
 
 
 def resolve(precision):
-    """"float32" or "bfloat16" for one of CHOICES ("auto" decides by the CPU); ValueError
-    otherwise."""
+    """"float32", "bfloat16" or "int8" for one of CHOICES ("auto" decides by the CPU, between
+    the first two); ValueError otherwise."""
     if precision not in CHOICES:
         raise ValueError(f"Expected a precision among {', '.join(CHOICES)}; got {precision!r}.")
     if precision == "auto":
