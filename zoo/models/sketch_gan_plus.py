@@ -138,9 +138,11 @@ def build_int8_feature_extractor(discriminator, fast_discriminator, calibration_
     `calibration_images` [N, 64, 64, 1] fix each block's input and output ranges."""
     from zoo.quantization import QuantizedConvLeakyReLU, calibrate_ranges
 
-    names = {f"{block}_{part}": discriminator.get_layer(f"{block}_{part}").output
-             for block in ("d0",) + INT8_BLOCKS
-             for part in ("conv", "relu")}
+    blocks = ("d0",) + INT8_BLOCKS
+    names = {f"{block}_relu": discriminator.get_layer(f"{block}_relu").output  # inputs
+             for block in blocks[:-1]}
+    names.update({f"{block}_conv": discriminator.get_layer(f"{block}_conv").output  # outputs
+                  for block in INT8_BLOCKS})
     ranges = calibrate_ranges(keras.Model(discriminator.input, names), calibration_images)
     images = keras.Input(IMAGE_SHAPE, name="images")
     x = fast_discriminator.get_layer("d0_relu")(fast_discriminator.get_layer("d0_conv")(images))
