@@ -1,5 +1,6 @@
 """bfloat16 encoding (zoo.precision): the fast path gives the float32 path's answers within the
-documented tolerance, for every shipped entry, in-process, exported, and in an index."""
+documented tolerance, for every shipped entry, in-process, exported, and in an index (which keeps
+int8 too; int8 itself: test_quantization.py)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ from test_index import write_archive
 from zoo.encoder import BFLOAT16_TOLERANCE
 from zoo.machine import cpu_flags, machine_description
 from zoo.precision import CHOICES, keras_policy, native_bfloat16, resolve
+from zoo.quantization import int8_available
 
 MODEL = "thin_gan_merchant"
 
@@ -80,7 +82,12 @@ def test_a_bfloat16_export_answers_like_the_bfloat16_encoder(tmp_path):
     np.testing.assert_allclose(embedding.numpy(), encoder.encode(images), atol=1e-5)
 
 
-def test_an_index_keeps_its_precision_for_adding_and_queries(tmp_path):
+@pytest.mark.parametrize("model, precision", [
+    (MODEL, "bfloat16"),
+    pytest.param("sketch_gan_plus_merchant", "int8", marks=pytest.mark.skipif(
+        not int8_available(), reason="this TensorFlow has no oneDNN int8 convolution; the "
+                                     "zoo's tensorflow-cpu wheel has it, so CI runs this"))])
+def test_an_index_keeps_its_precision_for_adding_and_queries(model, precision, tmp_path):
     import zoo
     from zoo.data.images import load_image
     from zoo.data.merchant_marks import make_corpus
@@ -89,12 +96,12 @@ def test_an_index_keeps_its_precision_for_adding_and_queries(tmp_path):
     corpus = make_corpus(num_identities=4, instances_per_identity=2, seed=11)
     folder = str(tmp_path / "scans")
     paths = write_archive(folder, corpus, 0, 5)
-    index = Index.build(str(tmp_path / "fast.idx"), folder, models=(MODEL,), progress=False,
-                        precision="bfloat16")
-    assert index.model_info()["precision"] == "bfloat16"
+    index = Index.build(str(tmp_path / "fast.idx"), folder, models=(model,), progress=False,
+                        precision=precision)
+    assert index.model_info()["precision"] == precision
     paths += write_archive(folder, corpus, 5, 3)
     assert index.add(folder, progress=False).added == 3
-    fast, reference = zoo.load(MODEL, precision="bfloat16"), zoo.load(MODEL)
+    fast, reference = zoo.load(model, precision=precision), zoo.load(model)
     images = np.stack([load_image(path) for path in sorted(paths)])
     order = np.argsort([item.path for item in map(index.item, range(len(index)))])
     np.testing.assert_allclose(index.embeddings()[order], fast.encode(images), atol=1e-4)
