@@ -56,9 +56,9 @@ def encoder_of(name, discriminator, hash_head=None, precision="float32"):
                    hash_head=hash_head, margin=family.margin, precision=precision)
 
 
-# precision="int8": each quantised layer's activation ranges are the largest values the float32
-# network gives on these procedural merchant marks (zoo.quantization; ~1 s at load). The seed is
-# not any corpus's or benchmark's.
+# precision="int8": each quantised layer's activation ranges are calibrated on the float32
+# network's activations on these procedural merchant marks (zoo.quantization.calibrate_ranges;
+# ~1 s at load). The seed is not any corpus's or benchmark's.
 INT8_CALIBRATION = {"num_identities": 128, "instances_per_identity": 4, "seed": 8}
 
 
