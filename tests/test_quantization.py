@@ -81,10 +81,12 @@ def test_the_layer_computes_the_quantised_convolution(strides, padding):
     assert np.corrcoef(got.ravel(), float_out.ravel())[0, 1] > 0.99
 
 
-def test_the_layer_rejects_uncalibrated_ranges():
+def test_the_layer_rejects_uncalibrated_ranges_and_serialisation():
     kernel = np.ones((3, 3, 1, 2), np.float32)
     with pytest.raises(ValueError, match="positive calibrated ranges"):
         QuantizedConvLeakyReLU(kernel, np.zeros(2), 0.0, 1.0)
+    with pytest.raises(NotImplementedError, match="export a SavedModel"):
+        QuantizedConvLeakyReLU(kernel, np.zeros(2), 1.0, 1.0).get_config()
 
 
 def _published_int8():

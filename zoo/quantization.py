@@ -136,6 +136,11 @@ class QuantizedConvLeakyReLU(keras.layers.Layer):
             return self._eager_call(inputs)
         return self._graph_call(inputs)
 
+    def get_config(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} is not serialisable: it is rebuilt from the float model "
+            f"(zoo.load(name, precision='int8')); save the float model or export a SavedModel.")
+
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
         if self.padding.lower() == "same":
