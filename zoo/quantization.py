@@ -13,10 +13,12 @@ s_in = R(|x|) / 127 and s_out = R(|conv + bias|) / 127, where R is the CALIBRATI
 percentile, so that the rarest values are clipped rather than coarsening every step (measured on
 the shipped sketch-GAN+ entries against the maximum: smallest cosine to float32 0.990 instead of
 0.980 and 0.961 instead of 0.924, P@8 within 0.003 of float32's instead of 0.009; 99.9 clips too
-much). Fixed ranges keep an image's embedding independent of the batch it is encoded in. On CPUs with VNNI (zoo.precision.native_int8) the
-result is that arithmetic exactly; without VNNI, oneDNN halves the kernels' range inside the
-convolution to keep its 16-bit partial sums from saturating, and outputs may differ from it by up
-to two steps of s_out (measured; tests/test_quantization.py).
+much). Fixed ranges keep an image's embedding independent of the batch it is encoded in.
+
+On CPUs with VNNI (zoo.precision.native_int8) the result is that arithmetic exactly; without
+VNNI, oneDNN halves the kernels' range inside the convolution to keep its 16-bit partial sums from
+saturating, and outputs may differ from it by up to two steps of s_out (measured;
+tests/test_quantization.py).
 
 The convolution is TensorFlow's oneDNN op `_FusedQuantizedConv2D` (fused ops BiasAdd and
 Requantize), which the public `tf.raw_ops` does not expose: the layer adds it to the graph by name.
@@ -154,9 +156,9 @@ class QuantizedConvLeakyReLU(keras.layers.Layer):
 
 def calibrate_ranges(model, images, batch_size=256, percentile=CALIBRATION_PERCENTILE):
     """{output name: the `percentile`-th percentile of |value|} of a Keras model with named
-    outputs over `images` (100: the maximum). Exact, keeping only each output's largest values:
-    with 1 - percentile / 100 of n values, the k = floor(n (1 - percentile / 100)) + 1 largest,
-    of which the range is the smallest."""
+    outputs over `images` (100: the maximum). Exact with little memory: of an output's n values
+    it keeps only the k = floor(n (1 - percentile / 100)) + 1 largest, and returns the smallest
+    of those."""
     if not 0 < percentile <= 100:
         raise ValueError(f"Expected a percentile in (0, 100]; got {percentile}.")
     largest = {}
