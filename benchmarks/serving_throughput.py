@@ -78,6 +78,7 @@ def _start_echo(embedding_dim, keep_memory):
 
 def main(argv=None):
     from benchmarks.common import parser, start, test_images
+    from zoo.precision import PRECISIONS
     from zoo.apps.evaluation.speed import command_line, machine_and_load, record
 
     arguments = parser(__doc__)
@@ -91,7 +92,7 @@ def main(argv=None):
                                 "client process (serving/memory.py)")
     arguments.add_argument("--uint8", action="store_true",
                            help="time uint8 images (encode_pixels) instead of float32 ones")
-    arguments.add_argument("--precision", choices=("float32", "bfloat16", "int8"),
+    arguments.add_argument("--precision", choices=PRECISIONS,
                            default="float32", help="the exported model's and the in-process "
                                                    "encoder's compute precision")
     arguments.add_argument("--record", action="store_true",

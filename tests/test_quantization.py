@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.common import test_images as merchant_marks  # renamed: not a test
 from zoo.encoder import INT8_TOLERANCE
 from zoo.precision import native_int8
 from zoo.quantization import QuantizedConvLeakyReLU, int8_available, quantize_kernel
@@ -18,13 +19,6 @@ pytestmark = pytest.mark.skipif(
                                  "tensorflow-cpu wheel has it, so CI runs these")
 
 MODEL = "sketch_gan_plus_merchant"
-
-
-def _images(count, seed):
-    from zoo.data.merchant_marks import make_corpus
-
-    images = np.asarray(make_corpus(-(-count // 4), 4, seed=seed).images[:count], np.float32)
-    return images.reshape(count, 64, 64, 1)
 
 
 def test_kernels_are_rounded_per_output_channel():
@@ -103,7 +97,7 @@ def test_int8_encoders_stay_within_the_documented_tolerance(name):
 
     reference, fast = zoo.load(name), zoo.load(name, precision="int8")
     assert fast.precision == "int8" and "int8" in repr(fast)
-    images = _images(256, seed=1)
+    images = merchant_marks(256, seed=1)
     expected, got = reference.encode(images), fast.encode(images)
     assert got.dtype == np.float32 and got.shape == expected.shape
     min_cosine, bit_agreement = INT8_TOLERANCE["float"]
@@ -118,7 +112,7 @@ def test_an_int8_embedding_does_not_depend_on_its_batch():
     import zoo
 
     encoder = zoo.load(MODEL, precision="int8")
-    images = _images(40, seed=2)
+    images = merchant_marks(40, seed=2)
     together = encoder.encode(images, batch_size=16)
     np.testing.assert_array_equal(encoder.encode(images[7:8]), together[7:8])
     np.testing.assert_array_equal(encoder.encode(images[::-1])[::-1], together)
@@ -127,10 +121,10 @@ def test_an_int8_embedding_does_not_depend_on_its_batch():
 def test_calibration_images_set_the_ranges():
     import zoo
 
-    images = _images(8, seed=4)
+    images = merchant_marks(8, seed=4)
     default = zoo.load(MODEL, precision="int8", with_hash_head=False)
     dim = zoo.load(MODEL, precision="int8", with_hash_head=False,
-                   calibration_images=0.25 * _images(64, seed=5))
+                   calibration_images=0.25 * merchant_marks(64, seed=5))
     ranges = [dim.feature_extractor.get_layer(f"{block}_int8").input_range
               for block in ("d1", "d2", "d3")]
     assert ranges < [default.feature_extractor.get_layer(f"{block}_int8").input_range
@@ -144,7 +138,7 @@ def test_int8_is_refused_where_there_is_no_int8_path():
     with pytest.raises(ValueError, match="sketch_gan_plus family"):
         zoo.load("thin_gan_merchant", precision="int8")
     with pytest.raises(ValueError, match="calibration_images are for precision 'int8'"):
-        zoo.load(MODEL, calibration_images=_images(4, seed=6))
+        zoo.load(MODEL, calibration_images=merchant_marks(4, seed=6))
 
 
 def test_an_int8_export_answers_like_the_int8_encoder(tmp_path):
@@ -154,7 +148,7 @@ def test_an_int8_export_answers_like_the_int8_encoder(tmp_path):
     path = encoder.export(str(tmp_path), 1)
     with open(os.path.join(path, "assets", "metadata.json")) as handle:
         assert json.load(handle)["precision"] == "int8"
-    images = _images(6, seed=3)
+    images = merchant_marks(6, seed=3)
     loaded = tf.saved_model.load(path)
     embedding = loaded.signatures["serving_default"](images=tf.constant(images))["embedding"]
     np.testing.assert_array_equal(embedding.numpy(), encoder.encode(images))
@@ -179,7 +173,7 @@ def test_the_zoos_server_serves_an_int8_export(tmp_path):
         'version_labels { key: "canary" value: 2 }', ""))
     server = start_server("python", str(config), {MODEL: [1]})
     try:
-        images = _images(5, seed=9)
+        images = merchant_marks(5, seed=9)
         pixels = np.round(images * 255).astype(np.uint8)
         with EncoderClient(server.target, MODEL, timeout=60) as client:
             expected = encoder.encode(pixels)
