@@ -12,23 +12,25 @@ from serving.launch import copy_version, start_server
 
 MODEL = "thin_gan_merchant"  # the default model of the serving benchmarks and tests
 
-CONFIG_TEMPLATE = """model_config_list {{
-  config {{
-    name: "{name}"
-    base_path: "{base_path}"
-    model_platform: "tensorflow"
-    model_version_policy {{ all {{}} }}
-    version_labels {{ key: "stable" value: 1 }}
-    version_labels {{ key: "canary" value: 2 }}
-  }}
-}}
-"""
+LABELS = {"stable": 1, "canary": 2}  # the version labels of the benchmarks' and tests' config
 
 
-def write_config(base_dir, name=MODEL):
+def model_config(name, base_path, labels=LABELS):
+    """A ModelServerConfig text proto serving every version of model `name` under `base_path`,
+    with `labels` ({label: version})."""
+    label_lines = "".join(f'    version_labels {{ key: "{label}" value: {version} }}\n'
+                          for label, version in labels.items())
+    return ("model_config_list {\n  config {\n"
+            f'    name: "{name}"\n    base_path: "{base_path}"\n'
+            '    model_platform: "tensorflow"\n    model_version_policy { all {} }\n'
+            f"{label_lines}  }}\n}}\n")
+
+
+def write_config(base_dir, name=MODEL, labels=LABELS):
+    """Write base_dir/models.config serving base_dir/`name` (see model_config); return its path."""
     path = os.path.join(base_dir, "models.config")
     with open(path, "w") as handle:
-        handle.write(CONFIG_TEMPLATE.format(name=name, base_path=os.path.join(base_dir, name)))
+        handle.write(model_config(name, os.path.join(base_dir, name), labels))
     return path
 
 

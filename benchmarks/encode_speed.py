@@ -240,12 +240,10 @@ def retrieval(encoders, corpus_name):
 
 def _int8_path(name):
     """Whether registered model `name` has precision="int8" on this TensorFlow."""
-    from zoo.models import get_family
+    from zoo.loading import has_int8_encoder
     from zoo.quantization import int8_available
-    from zoo.registry import get_entry
 
-    family = get_family(get_entry(name).family)
-    return family.build_int8_feature_extractor is not None and int8_available()
+    return has_int8_encoder(name) and int8_available()
 
 
 def main(argv=None):

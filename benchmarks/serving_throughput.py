@@ -1,22 +1,29 @@
 """Served throughput vs in-process encoding, at batch 1 and 64, and p99 for one image.
 
     python -m benchmarks.serving_throughput [--model NAME] [--uint8] [--precision P]
-                                            [--batching FILE | --batching '']
+                                            [--clients N] [--batching FILE | --batching '']
 
 In-process: `zoo.load(name).encode(batch)` in this process. Served: EncoderClient.encode over
 gRPC on loopback (one client, sequential calls), against the server started here (by default
 this package's server with serving/batching.config). The two are timed in alternating slices
-(--rounds of each), so that a change in the machine's load weighs on both alike. The images are
-float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from 8-bit scans,
-which the client sends to the `encode_pixels` signature (a quarter of the bytes). With
---precision bfloat16 or int8 the served model is exported in that precision and the in-process
-baseline computes in it too (zoo.precision).
+(--rounds of each), so that a change in the machine's load weighs on both alike. With
+--clients N, N clients (each its own channel) call the server at once, each sequentially, and
+the in-process baseline is N threads calling `encode` at once: the throughput of a server under
+load, where the server's batching can merge concurrent requests and one call's transport can
+overlap another's model; the one-image latencies stay one sequential client's.
+
+The images are float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from
+8-bit scans, which the client sends to the `encode_pixels` signature (a quarter of the bytes).
+With --precision bfloat16 or int8 the served model is exported in that precision and the
+in-process baseline computes in it too (zoo.precision).
 """
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,24 +33,36 @@ from serving.memory import keep_freed_memory
 BATCH_SIZES = (1, 64)
 
 
-def _calls(function, batch, seconds):
-    """(calls, seconds) of `function(batch)` called back to back for about `seconds`."""
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        function(batch)
-        calls += 1
-    return calls, time.perf_counter() - started
+def _calls(callers, batch, seconds):
+    """(calls, seconds) of `caller(batch)` called back to back for about `seconds` by each of
+    `callers` at once (one thread each; the only one in this thread)."""
+    started = time.perf_counter()
+    counts = [0] * len(callers)
+
+    def call_back_to_back(index):
+        while time.perf_counter() - started < seconds:
+            callers[index](batch)
+            counts[index] += 1
+
+    if len(callers) == 1:
+        call_back_to_back(0)
+    else:
+        with ThreadPoolExecutor(len(callers)) as pool:
+            for future in [pool.submit(call_back_to_back, index) for index in range(len(callers))]:
+                future.result()
+    return sum(counts), time.perf_counter() - started
 
 
-def _rates(functions, batch, seconds, rounds):
-    """Images a second of each of `functions` on `batch`: each runs `rounds` slices of
-    seconds / rounds, taking turns, after one warm-up call."""
-    totals = [[0, 0.0] for _ in functions]
-    for function in functions:
-        function(batch)
+def _rates(paths, batch, seconds, rounds):
+    """Images a second of each path on `batch` (a path: the callers that call it at once): each
+    runs `rounds` slices of seconds / rounds, taking turns, after one warm-up call a caller."""
+    totals = [[0, 0.0] for _ in paths]
+    for callers in paths:
+        for caller in callers:
+            caller(batch)
     for _ in range(rounds):
-        for total, function in zip(totals, functions):
-            calls, elapsed = _calls(function, batch, seconds / rounds)
+        for total, callers in zip(totals, paths):
+            calls, elapsed = _calls(callers, batch, seconds / rounds)
             total[0] += calls
             total[1] += elapsed
     return [calls * len(batch) / elapsed for calls, elapsed in totals]
@@ -85,6 +104,9 @@ def main(argv=None):
     arguments.add_argument("--seconds", type=float, default=5.0,
                            help="per measurement (in-process, served, echo), all rounds together")
     arguments.add_argument("--rounds", type=int, default=5, help="alternating slices")
+    arguments.add_argument("--clients", type=int, default=1,
+                           help="concurrent clients (and in-process threads) in the img/s rows "
+                                "(default %(default)s: one sequential client)")
     arguments.add_argument("--latency-requests", type=int, default=1000,
                            help="one-image calls timed for p50 and p99")
     arguments.add_argument("--no-keep-memory", action="store_true",
@@ -97,9 +119,12 @@ def main(argv=None):
                                                    "encoder's compute precision")
     arguments.add_argument("--record", action="store_true",
                            help="keep the table as the speed report "
-                                "serving_MODEL[_PRECISION][_uint8] (PRECISION unless float32; "
+                                "serving_MODEL[_PRECISION][_uint8][_clientsN] (PRECISION unless "
+                                "float32; "
                                 "reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
+    if args.clients < 1:
+        arguments.error(f"--clients must be at least 1; got {args.clients}")
     keep_memory = not args.no_keep_memory
     if keep_memory:
         keep_freed_memory()
@@ -110,13 +135,17 @@ def main(argv=None):
         images = test_images(max(BATCH_SIZES))
         if args.uint8:
             images = np.round(images * 255).astype(np.uint8)
-        with EncoderClient(server.target, args.model, timeout=60) as client, \
-                EncoderClient(echo_target, args.model, timeout=60) as echo_client:
-            rows = [(batch_size, *_rates([encoder.encode, client.encode, echo_client.encode],
-                                         images[:batch_size], args.seconds, args.rounds))
+        with contextlib.ExitStack() as stack:
+            clients, echo_clients = ([stack.enter_context(EncoderClient(target, args.model,
+                                                                        timeout=60))
+                                      for _ in range(args.clients)]
+                                     for target in (server.target, echo_target))
+            paths = ([encoder.encode] * args.clients, [client.encode for client in clients],
+                     [client.encode for client in echo_clients])
+            rows = [(batch_size, *_rates(paths, images[:batch_size], args.seconds, args.rounds))
                     for batch_size in BATCH_SIZES]
             local = _latencies_ms(encoder.encode, images, args.latency_requests)
-            served = _latencies_ms(client.encode, images, args.latency_requests)
+            served = _latencies_ms(clients[0].encode, images, args.latency_requests)
     finally:
         server.stop()
         echo.terminate()
@@ -125,40 +154,68 @@ def main(argv=None):
     print(command)
     print(f"machine: {machine_and_load()}")
     print(f"{args.model} ({args.precision}), {args.kind} server, batching "
-          f"{args.batching or 'off'}, one sequential "
-          f"gRPC client on loopback, {pixels(args.uint8)}; malloc keeps freed memory: "
-          f"{'yes' if keep_memory else 'no'}")
-    header = ("batch", "in-process img/s", "served img/s", "served / in-process",
-              "no-model round trip ms", "ceiling")
-    # per row: batch, the two rates, and the columns derived from them and the echo's rate
-    rows = [(batch_size, local_rate, served_rate, served_rate / local_rate,
-             batch_size / echo_rate * 1e3, _ceiling(local_rate, echo_rate))
-            for batch_size, local_rate, served_rate, echo_rate in rows]
+          f"{args.batching or 'off'}, {clients_in_words(args.clients)} on loopback, "
+          f"{pixels(args.uint8)}; malloc keeps freed memory: {'yes' if keep_memory else 'no'}")
+    header, table = _table(rows, args.clients)
     print("  ".join(f"{name:>{max(5, len(name))}s}" for name in header))
-    for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows:
-        values = (f"{batch_size:d}", f"{local_rate:.1f}", f"{served_rate:.1f}", f"{ratio:.2f}",
-                  f"{round_trip_ms:.2f}", f"{ceiling:.2f}")
-        print("  ".join(f"{value:>{max(5, len(name))}s}" for name, value in zip(header, values)))
-    print("no-model round trip: the same client call against benchmarks.grpc_echo, which answers "
-          "without running a model; ceiling: the most served / in-process can be when each call "
-          "pays that round trip on top of the in-process time")
+    for values in table:
+        print("  ".join(f"{value.replace(',', ''):>{max(5, len(name))}s}"
+                        for name, value in zip(header, values)))
+    if args.clients == 1:
+        print("no-model round trip: the same client call against benchmarks.grpc_echo, which "
+              "answers without running a model; ceiling: the most served / in-process can be "
+              "when each call pays that round trip on top of the in-process time")
+    else:
+        print(f"in-process: {args.clients} threads calling encode at once; no-model img/s: the "
+              f"same {args.clients} clients against benchmarks.grpc_echo, which answers without "
+              f"running a model")
     latency = (f"single 64x64 image: p50 {np.percentile(served, 50):.1f} ms, "
                f"p99 {np.percentile(served, 99):.1f} ms over {len(served)} requests (in-process "
                f"p50 {np.percentile(local, 50):.1f} ms, p99 {np.percentile(local, 99):.1f} ms)")
     print(latency)
     if args.record:
-        table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-            f"| {batch_size} | {local_rate:,.0f} | {served_rate:,.0f} | {ratio:.2f} | "
-            f"{round_trip_ms:.2f} | {ceiling:.2f} |"
-            for batch_size, local_rate, served_rate, ratio, round_trip_ms, ceiling in rows]
+        table = (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                 + ["| " + " | ".join(values) + " |" for values in table])
         result = {"model": args.model, "precision": args.precision, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
-                  "keep_memory": keep_memory, "images": pixels(args.uint8), "table": table,
+                  "keep_memory": keep_memory, "images": pixels(args.uint8),
+                  "clients": args.clients,
+                  "transport": f"{clients_in_words(args.clients)} on loopback", "table": table,
                   "latency": latency}
         name = "_".join(["serving", args.model]
                         + ([args.precision] if args.precision != "float32" else [])
-                        + (["uint8"] if args.uint8 else []))
+                        + (["uint8"] if args.uint8 else [])
+                        + ([f"clients{args.clients}"] if args.clients > 1 else []))
         print(f"recorded: {record(name, result, command)}")
+
+
+def _table(rows, clients):
+    """(header, rows of formatted values) from (batch, in-process, served, no-model) img/s rows:
+    for one client with the no-model round trip and the ceiling it sets, for several with the
+    no-model img/s."""
+    if clients == 1:
+        header = ("batch", "in-process img/s", "served img/s", "served / in-process",
+                  "no-model round trip ms", "ceiling")
+    else:
+        header = ("batch", "in-process img/s", "served img/s", "served / in-process",
+                  "no-model img/s")
+    table = []
+    for batch_size, local_rate, served_rate, echo_rate in rows:
+        values = [f"{batch_size:d}", f"{local_rate:,.0f}", f"{served_rate:,.0f}",
+                  f"{served_rate / local_rate:.2f}"]
+        if clients == 1:
+            values += [f"{batch_size / echo_rate * 1e3:.2f}",
+                       f"{_ceiling(local_rate, echo_rate):.2f}"]
+        else:
+            values.append(f"{echo_rate:,.0f}")
+        table.append(values)
+    return header, table
+
+
+def clients_in_words(clients):
+    """'one sequential gRPC client' or 'N concurrent gRPC clients (sequential calls each)'."""
+    return ("one sequential gRPC client" if clients == 1 else
+            f"{clients} concurrent gRPC clients (sequential calls each)")
 
 
 def pixels(uint8):

@@ -134,7 +134,9 @@ def test_calibration_images_set_the_ranges():
 
 def test_int8_is_refused_where_there_is_no_int8_path():
     import zoo
+    from zoo.loading import has_int8_encoder
 
+    assert has_int8_encoder(MODEL) and not has_int8_encoder("thin_gan_merchant")
     with pytest.raises(ValueError, match="sketch_gan_plus family"):
         zoo.load("thin_gan_merchant", precision="int8")
     with pytest.raises(ValueError, match="calibration_images are for precision 'int8'"):
@@ -162,15 +164,14 @@ def test_the_zoos_server_serves_an_int8_export(tmp_path):
     model answers like the in-process int8 encoder. (TF Serving needs its oneDNN build for this
     op: README, Serving.)"""
     import zoo
-    from benchmarks.common import CONFIG_TEMPLATE
+    from benchmarks.common import model_config
     from serving.client import EncoderClient
     from serving.launch import start_server
 
     encoder = zoo.load(MODEL, precision="int8")
     encoder.export(str(tmp_path), 1)
     config = tmp_path / "models.config"
-    config.write_text(CONFIG_TEMPLATE.format(name=MODEL, base_path=tmp_path / MODEL).replace(
-        'version_labels { key: "canary" value: 2 }', ""))
+    config.write_text(model_config(MODEL, tmp_path / MODEL, labels={"stable": 1}))
     server = start_server("python", str(config), {MODEL: [1]})
     try:
         images = merchant_marks(5, seed=9)

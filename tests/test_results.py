@@ -144,3 +144,28 @@ def test_the_speed_section_renders_each_encoding_path_that_was_measured(results_
             "(2.10x).") in text
     assert "sketch_gan_plus_merchant 3,500 img/s (1.75x float32; hash bits equal" in text
     assert "| int8 P@8 | tflite_int8 P@8 |" in text and "smallest cosine, int8 to float32" in text
+
+
+def test_the_speed_section_renders_served_throughput_under_load(results_dir):
+    """A serving_throughput record with several clients gets its own heading, its clients in the
+    description and the note on what concurrent clients measure; one with one client keeps the
+    ceiling note."""
+    from benchmarks.serving_throughput import _table, clients_in_words
+    from zoo.apps import model_cards
+
+    rows = [(1, 1250.0, 750.0, 2760.0), (64, 2255.0, 2189.0, 140400.0)]
+    for clients in (1, 4):
+        header, table = _table(rows, clients)
+        speed.record(f"serving_m_clients{clients}", {
+            "model": "m", "precision": "float32", "server": "python", "batching": "b.config",
+            "keep_memory": True, "images": "uint8 images (encode_pixels)", "clients": clients,
+            "transport": f"{clients_in_words(clients)} on loopback",
+            "table": ["| " + " | ".join(header) + " |"] + ["| " + " | ".join(values) + " |"
+                                                           for values in table],
+            "latency": "single 64x64 image: p50 1.9 ms"}, "python -m benchmarks.x")
+    text = "\n".join(model_cards._speed_section())
+    assert "### Serving m, uint8 images, 4 concurrent clients" in text
+    assert "4 concurrent gRPC clients (sequential calls each) on loopback, uint8" in text
+    assert "| 64 | 2,255 | 2,189 | 0.97 | 140,400 |" in text  # no-model img/s, no ceiling
+    assert "| 64 | 2,255 | 2,189 | 0.97 | 0.46 | 0.98 |" in text  # round trip ms, ceiling
+    assert model_cards.SERVING_LOAD_NOTE in text and model_cards.SERVING_CEILING_NOTE in text

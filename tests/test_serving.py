@@ -20,13 +20,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from benchmarks.common import CONFIG_TEMPLATE, MODEL
+from benchmarks.common import MODEL, model_config
 from serving.client import EncoderClient
 from serving.launch import KINDS, REAL_SERVER, copy_version, start_server
 
 SERVING_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving")
-
-CONFIG = CONFIG_TEMPLATE  # the benchmarks' model config: labels stable -> 1, canary -> 2
 
 
 # ----------------------------------------------------------------------------- config files
@@ -359,6 +357,31 @@ def test_echo_server_answers_like_the_model_without_running_one():
         process.wait()
 
 
+def test_throughput_benchmark_runs_several_clients_at_once():
+    """serving_throughput --clients N: the N callers of a slice run at the same time, and every
+    call is counted."""
+    import threading
+    import time
+
+    from benchmarks.serving_throughput import _calls
+
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def caller(batch):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            started.append(batch)
+        time.sleep(0.02)  # a call in flight, which the other callers overlap
+        with lock:
+            running[0] -= 1
+
+    calls, seconds = _calls([caller] * 3, "batch", seconds=0.2)
+    assert most[0] == 3 and calls == len(started) and seconds >= 0.2
+    most[0] = 0
+    assert _calls([caller], "batch", seconds=0.1)[0] >= 1 and most[0] == 1  # one: sequential
+
+
 def test_payload_cap_and_empty_config():
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -454,7 +477,7 @@ def server(request, exported, tmp_path_factory):
     shutil.copytree(exported / MODEL, model_dir)
     copy_version(str(model_dir), 1, 2)
     config = base_dir / "models.config"
-    config.write_text(CONFIG.format(name=MODEL, base_path=model_dir))
+    config.write_text(model_config(MODEL, model_dir))  # labels stable -> 1, canary -> 2
     handle = start_server(kind, str(config), {MODEL: [1, 2]}, poll=1.0,
                           batching_parameters_file=os.path.join(SERVING_DIR, "batching.config"),
                           log_dir=str(base_dir))
@@ -625,8 +648,7 @@ def test_uint8_images_fall_back_to_float_where_the_model_has_no_pixel_signature(
     tf.saved_model.save(module, str(tmp_path / "old" / "1"),
                         signatures={"serving_default": module.embed})
     config = tmp_path / "models.config"
-    config.write_text(CONFIG.format(name="old", base_path=tmp_path / "old").replace(
-        'version_labels { key: "canary" value: 2 }', ""))
+    config.write_text(model_config("old", tmp_path / "old", labels={"stable": 1}))
     server = start_server("python", str(config), {"old": [1]})
     try:
         pixels = np.arange(2 * 64 * 64, dtype=np.int64).reshape(2, 64, 64, 1) % 256
@@ -812,7 +834,7 @@ def test_reload_config_moves_a_label(server, images):
     apis = serving_apis()
     stub = apis.model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.target))
     config = model_server_config_pb2.ModelServerConfig()
-    text_format.Parse(CONFIG.format(name=MODEL, base_path=server.model_dir), config)
+    text_format.Parse(model_config(MODEL, server.model_dir), config)
 
     def reload(stable):
         config.model_config_list.config[0].version_labels["stable"] = stable

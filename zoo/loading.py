@@ -70,10 +70,16 @@ def int8_calibration_images():
     return images.reshape(len(images), images.shape[1], images.shape[2], 1)
 
 
+def has_int8_encoder(name):
+    """Whether registered model `name` has a precision="int8" encoder: its family builds one
+    (the op it needs may still be missing: zoo.quantization.int8_available)."""
+    return get_family(get_entry(name).family).build_int8_feature_extractor is not None
+
+
 def _int8_encoder(name, weights_path, discriminator, hash_head, calibration_images):
     entry = get_entry(name)
     family = get_family(entry.family)
-    if family.build_int8_feature_extractor is None:
+    if not has_int8_encoder(name):
         int8_families = sorted(f.name for f in FAMILIES.values()
                                if f.build_int8_feature_extractor is not None)
         raise ValueError(f"precision 'int8' is for the {', '.join(int8_families)} family's "
