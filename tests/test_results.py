@@ -169,3 +169,12 @@ def test_the_speed_section_renders_served_throughput_under_load(results_dir):
     assert "| 64 | 2,255 | 2,189 | 0.97 | 140,400 |" in text  # no-model img/s, no ceiling
     assert "| 64 | 2,255 | 2,189 | 0.97 | 0.46 | 0.98 |" in text  # round trip ms, ceiling
     assert model_cards.SERVING_LOAD_NOTE in text and model_cards.SERVING_CEILING_NOTE in text
+    assert "### Python gRPC alone" not in text  # nothing recorded by benchmarks.grpc_floor yet
+    speed.record("grpc_floor", {"setting": "Python gRPC 1.0, raw bytes", "table": [
+        "| request bytes | mean ms |", "|---|---|", "| 262,144 | 0.713 |"]},
+        "python -m benchmarks.grpc_floor --record")
+    text = "\n".join(model_cards._speed_section())
+    assert ("### Python gRPC alone\n\nCommand: `python -m benchmarks.grpc_floor --record` "
+            in text)
+    assert "Python gRPC 1.0, raw bytes.\n\n| request bytes | mean ms |" in text
+    assert "| 262,144 | 0.713 |\n\n" + model_cards.GRPC_FLOOR_NOTE in text

@@ -357,6 +357,19 @@ def test_echo_server_answers_like_the_model_without_running_one():
         process.wait()
 
 
+def test_grpc_floor_echoes_raw_bytes_of_the_sizes_asked():
+    """benchmarks.grpc_floor, the Python gRPC floor without protobuf: its server answers every
+    call with the response size it was started with, whatever the request."""
+    from benchmarks.grpc_floor import start_server
+
+    process, call = start_server(3000)
+    try:
+        assert len(call(b"\1" * 70000)) == 3000 and len(call(b"")) == 3000
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def test_throughput_benchmark_runs_several_clients_at_once():
     """serving_throughput --clients N: the N callers of a slice run at the same time, and every
     call is counted."""

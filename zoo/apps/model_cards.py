@@ -750,7 +750,8 @@ def _speed_section():
     """The "speed" results (zoo.apps.evaluation.speed), written by the speed benchmarks'
     --record."""
     recorded = results.read("speed")
-    reports = {kind: recorded.get(kind) for kind in ("encode", "training", "index_build")}
+    reports = {kind: recorded.get(kind)
+               for kind in ("encode", "training", "index_build", "grpc_floor")}
     reports["serving"] = [report for kind, report in recorded.items()
                           if kind.startswith("serving_")]
     if not any(reports.values()):
@@ -891,6 +892,11 @@ def _speed_section():
                       "; glibc malloc keeps freed buffers in server and client "
                       "(serving/memory.py)" if serving.get("keep_memory") else "") + ".", ""]
         lines += serving["table"] + ["", serving["latency"]]
+    floor = reports["grpc_floor"]
+    if floor:
+        lines += ["", "### Python gRPC alone", "",
+                  f"Command: `{floor['command']}` ({floor['machine']}, {floor['date']}); "
+                  f"{floor['setting']}.", ""] + floor["table"] + ["", GRPC_FLOOR_NOTE]
     if any("ceiling" in row for serving in reports["serving"] for row in serving["table"]):
         lines += ["", SERVING_CEILING_NOTE]
     if any(serving.get("clients", 1) > 1 for serving in reports["serving"]):
@@ -917,6 +923,16 @@ SERVING_CEILING_NOTE = (
     "with the int8 encoder in process: the export serves about twice the float32 export's "
     "images a second at batch 64, but one image is no faster (the small int8 and bfloat16 "
     "convolutions of a single image cost as much as float32's), so its p99 is no lower.")
+
+
+GRPC_FLOOR_NOTE = (
+    "`benchmarks.grpc_floor` answers every call with fixed bytes through a generic gRPC handler, "
+    "so nothing is parsed, built or computed: what is left is Python gRPC on both ends and the "
+    "loopback socket. The default rows are the sizes of a served thin_gan_merchant call of one "
+    "and of 64 images (uint8 pixels in, 1024 float32 a row out). Served / in-process >= 0.8 "
+    "needs a call's whole serving cost, this floor included, under a quarter of the in-process "
+    "time of that call; compare the 64-image row's mean with a quarter of thin-GAN's in-process "
+    "time for 64 images in the tables above.")
 
 
 SERVING_LOAD_NOTE = (

@@ -79,7 +79,7 @@ _KINDS = (
          "training runs, {run label: [{step, column: value}]}"),
     Kind("speed", ("report",), ("command", "machine", "date"),
          "the speed benchmarks' `--record` (zoo.apps.evaluation.speed): encode, training, "
-         "index_build, serving_MODEL"),
+         "index_build, serving_MODEL, grpc_floor"),
 )
 KINDS = {kind.name: kind for kind in _KINDS}
 

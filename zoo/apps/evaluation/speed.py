@@ -15,7 +15,8 @@ from zoo.machine import machine_description
 def command_line(module, argv=None):
     """The command that ran benchmark `module` with `argv` (default: this process's arguments),
     to print and record."""
-    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    return f"python -m {module}" + (f" {shlex.join(arguments)}" if arguments else "")
 
 
 def machine_and_load():
@@ -26,8 +27,8 @@ def machine_and_load():
 
 def record(report, result, command):
     """Record `result` (a JSON-able dict) as the speed report `report` ("encode", "training",
-    "index_build", "serving_MODEL") with its command, this machine and today's date, replacing
-    the report of that name; return the file it went to."""
+    "index_build", "serving_MODEL", "grpc_floor") with its command, this machine and today's
+    date, replacing the report of that name; return the file it went to."""
     if not report.replace("_", "").isalnum():
         raise ValueError(f"Expected a speed report name of letters, digits and _; got "
                          f"{report!r}.")
