@@ -6,11 +6,12 @@
 In-process: `zoo.load(name).encode(batch)` in this process. Served: EncoderClient.encode over
 gRPC on loopback (one client, sequential calls), against the server started here (by default
 this package's server with serving/batching.config). The two are timed in alternating slices
-(--rounds of each), so that a change in the machine's load weighs on both alike. With
---clients N, N clients (each its own channel) call the server at once, each sequentially, and
-the in-process baseline is N threads calling `encode` at once: the throughput of a server under
-load, where the server's batching can merge concurrent requests and one call's transport can
-overlap another's model; the one-image latencies stay one sequential client's.
+(--rounds of each), the one-image latencies too, so that a change in the machine's load weighs
+on both alike. With --clients N, N clients (each its own channel) call the server at once, each
+sequentially, and the in-process baseline is N threads calling `encode` at once: the throughput
+of a server under load, where the server's batching can merge concurrent requests and one
+call's transport can overlap another's model; the one-image latencies stay one sequential
+client's.
 
 The images are float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from
 8-bit scans, which the client sends to the `encode_pixels` signature (a quarter of the bytes).
@@ -68,15 +69,20 @@ def _rates(paths, batch, seconds, rounds):
     return [calls * len(batch) / elapsed for calls, elapsed in totals]
 
 
-def _latencies_ms(function, images, requests):
-    """Milliseconds of `requests` sequential one-image calls of `function`."""
-    latencies = []
-    for index in range(requests):
-        image = images[index % len(images):index % len(images) + 1]
-        started = time.perf_counter()
-        function(image)
-        latencies.append(time.perf_counter() - started)
-    return np.asarray(latencies) * 1e3
+def _latencies_ms(functions, images, requests, rounds):
+    """Milliseconds of `requests` one-image calls of each of `functions`, in `rounds` slices of
+    back-to-back calls, taking turns (a call by call alternation would time each path just after
+    the other, with its threads asleep and its memory out of cache): one array a function."""
+    latencies = np.empty((len(functions), requests))
+    bounds = np.linspace(0, requests, rounds + 1).astype(int)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        for row, function in enumerate(functions):
+            for index in range(start, stop):
+                image = images[index % len(images):index % len(images) + 1]
+                started = time.perf_counter()
+                function(image)
+                latencies[row, index] = time.perf_counter() - started
+    return latencies * 1e3
 
 
 def _start_echo(embedding_dim, keep_memory):
@@ -144,8 +150,8 @@ def main(argv=None):
                      [client.encode for client in echo_clients])
             rows = [(batch_size, *_rates(paths, images[:batch_size], args.seconds, args.rounds))
                     for batch_size in BATCH_SIZES]
-            local = _latencies_ms(encoder.encode, images, args.latency_requests)
-            served = _latencies_ms(clients[0].encode, images, args.latency_requests)
+            local, served = _latencies_ms([encoder.encode, clients[0].encode], images,
+                                          args.latency_requests, args.rounds)
     finally:
         server.stop()
         echo.terminate()

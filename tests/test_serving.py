@@ -370,6 +370,19 @@ def test_grpc_floor_echoes_raw_bytes_of_the_sizes_asked():
         process.wait()
 
 
+def test_throughput_benchmark_times_one_image_calls_in_turns():
+    """The one-image latencies of the in-process and the served path are taken in slices that
+    take turns, one image a call, so that a spell of load falls on both."""
+    from benchmarks.serving_throughput import _latencies_ms
+
+    order = []
+    latencies = _latencies_ms([lambda image: order.append(("a", image.shape)),
+                               lambda image: order.append(("b", image.shape))],
+                              np.zeros((3, 64, 64, 1)), requests=6, rounds=3)
+    assert latencies.shape == (2, 6) and (latencies >= 0).all()
+    assert order == ([("a", (1, 64, 64, 1))] * 2 + [("b", (1, 64, 64, 1))] * 2) * 3
+
+
 def test_throughput_benchmark_runs_several_clients_at_once():
     """serving_throughput --clients N: the N callers of a slice run at the same time, and every
     call is counted."""
