@@ -11,7 +11,9 @@ on both alike. With --clients N, N clients (each its own channel) call the serve
 sequentially, and the in-process baseline is N threads calling `encode` at once: the throughput
 of a server under load, where the server's batching can merge concurrent requests and one
 call's transport can overlap another's model; the one-image latencies stay one sequential
-client's.
+client's. With --idle-ms MS each one-image call comes MS after the last, as a search page's
+queries do, instead of back to back: the model's threads have gone to sleep by then, and on a
+shared machine its weights have left the caches.
 
 The images are float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from
 8-bit scans, which the client sends to the `encode_pixels` signature (a quarter of the bytes).
@@ -69,16 +71,19 @@ def _rates(paths, batch, seconds, rounds):
     return [calls * len(batch) / elapsed for calls, elapsed in totals]
 
 
-def _latencies_ms(functions, images, requests, rounds):
+def _latencies_ms(functions, images, requests, rounds, idle_seconds=0.0):
     """Milliseconds of `requests` one-image calls of each of `functions`, in `rounds` slices of
-    back-to-back calls, taking turns (a call by call alternation would time each path just after
-    the other, with its threads asleep and its memory out of cache): one array a function."""
+    calls, taking turns (a call by call alternation would time each path just after the other,
+    with its threads asleep and its memory out of cache), each call `idle_seconds` after the
+    last: one array a function."""
     latencies = np.empty((len(functions), requests))
     bounds = np.linspace(0, requests, rounds + 1).astype(int)
     for start, stop in zip(bounds[:-1], bounds[1:]):
         for row, function in enumerate(functions):
             for index in range(start, stop):
                 image = images[index % len(images):index % len(images) + 1]
+                if idle_seconds:
+                    time.sleep(idle_seconds)
                 started = time.perf_counter()
                 function(image)
                 latencies[row, index] = time.perf_counter() - started
@@ -115,6 +120,9 @@ def main(argv=None):
                                 "(default %(default)s: one sequential client)")
     arguments.add_argument("--latency-requests", type=int, default=1000,
                            help="one-image calls timed for p50 and p99")
+    arguments.add_argument("--idle-ms", type=int, default=0,
+                           help="idle time before each of those calls (default %(default)s: "
+                                "back to back), as between the queries of a search page")
     arguments.add_argument("--no-keep-memory", action="store_true",
                            help="leave glibc's malloc settings alone in the servers and in this "
                                 "client process (serving/memory.py)")
@@ -125,12 +133,14 @@ def main(argv=None):
                                                    "encoder's compute precision")
     arguments.add_argument("--record", action="store_true",
                            help="keep the table as the speed report "
-                                "serving_MODEL[_PRECISION][_uint8][_clientsN] (PRECISION unless "
-                                "float32; "
+                                "serving_MODEL[_PRECISION][_uint8][_clientsN][_idleMSms] "
+                                "(PRECISION unless float32; "
                                 "reports/results/speed.json; MODELS.md)")
     args = arguments.parse_args(argv)
     if args.clients < 1:
         arguments.error(f"--clients must be at least 1; got {args.clients}")
+    if args.idle_ms < 0:
+        arguments.error(f"--idle-ms must be 0 or more; got {args.idle_ms}")
     keep_memory = not args.no_keep_memory
     if keep_memory:
         keep_freed_memory()
@@ -151,7 +161,8 @@ def main(argv=None):
             rows = [(batch_size, *_rates(paths, images[:batch_size], args.seconds, args.rounds))
                     for batch_size in BATCH_SIZES]
             local, served = _latencies_ms([encoder.encode, clients[0].encode], images,
-                                          args.latency_requests, args.rounds)
+                                          args.latency_requests, args.rounds,
+                                          args.idle_ms / 1e3)
     finally:
         server.stop()
         echo.terminate()
@@ -176,7 +187,9 @@ def main(argv=None):
               f"same {args.clients} clients against benchmarks.grpc_echo, which answers without "
               f"running a model")
     latency = (f"single 64x64 image: p50 {np.percentile(served, 50):.1f} ms, "
-               f"p99 {np.percentile(served, 99):.1f} ms over {len(served)} requests (in-process "
+               f"p99 {np.percentile(served, 99):.1f} ms over {len(served)} requests"
+               + (f", each {args.idle_ms} ms after the last" if args.idle_ms else "")
+               + " (in-process "
                f"p50 {np.percentile(local, 50):.1f} ms, p99 {np.percentile(local, 99):.1f} ms)")
     print(latency)
     if args.record:
@@ -185,13 +198,14 @@ def main(argv=None):
         result = {"model": args.model, "precision": args.precision, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
                   "keep_memory": keep_memory, "images": pixels(args.uint8),
-                  "clients": args.clients,
+                  "clients": args.clients, "idle_ms": args.idle_ms,
                   "transport": f"{clients_in_words(args.clients)} on loopback", "table": table,
                   "latency": latency}
         name = "_".join(["serving", args.model]
                         + ([args.precision] if args.precision != "float32" else [])
                         + (["uint8"] if args.uint8 else [])
-                        + ([f"clients{args.clients}"] if args.clients > 1 else []))
+                        + ([f"clients{args.clients}"] if args.clients > 1 else [])
+                        + ([f"idle{args.idle_ms}ms"] if args.idle_ms else []))
         print(f"recorded: {record(name, result, command)}")
 
 

@@ -159,16 +159,19 @@ def test_the_speed_section_renders_served_throughput_under_load(results_dir):
         speed.record(f"serving_m_clients{clients}", {
             "model": "m", "precision": "float32", "server": "python", "batching": "b.config",
             "keep_memory": True, "images": "uint8 images (encode_pixels)", "clients": clients,
+            "idle_ms": 100 if clients == 1 else 0,
             "transport": f"{clients_in_words(clients)} on loopback",
             "table": ["| " + " | ".join(header) + " |"] + ["| " + " | ".join(values) + " |"
                                                            for values in table],
             "latency": "single 64x64 image: p50 1.9 ms"}, "python -m benchmarks.x")
     text = "\n".join(model_cards._speed_section())
-    assert "### Serving m, uint8 images, 4 concurrent clients" in text
+    assert "### Serving m, uint8 images, 4 concurrent clients\n" in text
+    assert "### Serving m, uint8 images, one-image calls 100 ms apart\n" in text
     assert "4 concurrent gRPC clients (sequential calls each) on loopback, uint8" in text
     assert "| 64 | 2,255 | 2,189 | 0.97 | 140,400 |" in text  # no-model img/s, no ceiling
     assert "| 64 | 2,255 | 2,189 | 0.97 | 0.46 | 0.98 |" in text  # round trip ms, ceiling
     assert model_cards.SERVING_LOAD_NOTE in text and model_cards.SERVING_CEILING_NOTE in text
+    assert model_cards.SERVING_IDLE_NOTE in text
     assert "### Python gRPC alone" not in text  # nothing recorded by benchmarks.grpc_floor yet
     speed.record("grpc_floor", {"setting": "Python gRPC 1.0, raw bytes", "table": [
         "| request bytes | mean ms |", "|---|---|", "| 262,144 | 0.713 |"]},

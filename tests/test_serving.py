@@ -383,6 +383,19 @@ def test_throughput_benchmark_times_one_image_calls_in_turns():
     assert order == ([("a", (1, 64, 64, 1))] * 2 + [("b", (1, 64, 64, 1))] * 2) * 3
 
 
+def test_throughput_benchmark_idles_before_each_one_image_call(monkeypatch):
+    """--idle-ms: every timed one-image call of either path comes after that idle time."""
+    from benchmarks import serving_throughput
+
+    events = []
+    monkeypatch.setattr(serving_throughput.time, "sleep", lambda s: events.append(("idle", s)))
+    serving_throughput._latencies_ms([lambda image: events.append("a"),
+                                      lambda image: events.append("b")],
+                                     np.zeros((3, 64, 64, 1)), requests=2, rounds=1,
+                                     idle_seconds=0.1)
+    assert events == [("idle", 0.1), "a"] * 2 + [("idle", 0.1), "b"] * 2
+
+
 def test_throughput_benchmark_runs_several_clients_at_once():
     """serving_throughput --clients N: the N callers of a slice run at the same time, and every
     call is counted."""
