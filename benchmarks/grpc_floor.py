@@ -47,8 +47,8 @@ def serve(port, response_bytes):
 
 
 def start_server(response_bytes):
-    """This module's server in a subprocess on a free port: (process, call), where `call`
-    sends its argument (bytes) and returns the response's bytes."""
+    """This module's server in a subprocess on a free port: (process, channel, call), where
+    `call` sends its argument (bytes) over `channel` and returns the response's bytes."""
     import grpc
 
     from serving.launch import REPO_ROOT, free_port
@@ -60,7 +60,7 @@ def start_server(response_bytes):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}",
                                     options=[("grpc.max_receive_message_length", MAX_BYTES)])
     grpc.channel_ready_future(channel).result(timeout=60)
-    return process, channel.unary_unary(f"/{SERVICE}/{METHOD}")
+    return process, channel, channel.unary_unary(f"/{SERVICE}/{METHOD}")
 
 
 def cpu_seconds(pid):
@@ -72,7 +72,7 @@ def cpu_seconds(pid):
 
 def measure(request_bytes, response_bytes, requests):
     """(p50 ms, mean ms, client CPU ms a call, server CPU ms a call) of `requests` calls."""
-    process, call = start_server(response_bytes)
+    process, channel, call = start_server(response_bytes)
     try:
         request = b"\0" * request_bytes
         for _ in range(100):  # warm-up: connection, buffers
@@ -88,6 +88,7 @@ def measure(request_bytes, response_bytes, requests):
         client_cpu = time.process_time() - client_cpu
         server_cpu = cpu_seconds(process.pid) - server_cpu
     finally:
+        channel.close()
         process.terminate()
         process.wait()
     return (np.median(latencies) * 1e3, elapsed / requests * 1e3, client_cpu / requests * 1e3,
@@ -111,7 +112,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=sizes, nargs="+",
                         default=[sizes(text) for text in DEFAULT_SIZES],
-                        help="REQUEST:RESPONSE byte counts (default: %(default)s)")
+                        help=f"REQUEST:RESPONSE byte counts (default: {' '.join(DEFAULT_SIZES)})")
     parser.add_argument("--requests", type=int, default=3000, help="calls timed a size pair")
     parser.add_argument("--record", action="store_true",
                         help="keep the table as the speed report grpc_floor "
@@ -119,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--response-bytes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error(f"--requests must be at least 1; got {args.requests}")
     if args.serve is not None:
         serve(args.serve, args.response_bytes)
         return

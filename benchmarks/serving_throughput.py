@@ -1,7 +1,8 @@
 """Served throughput vs in-process encoding, at batch 1 and 64, and p99 for one image.
 
     python -m benchmarks.serving_throughput [--model NAME] [--uint8] [--precision P]
-                                            [--clients N] [--batching FILE | --batching '']
+                                            [--clients N] [--idle-ms MS]
+                                            [--batching FILE | --batching '']
 
 In-process: `zoo.load(name).encode(batch)` in this process. Served: EncoderClient.encode over
 gRPC on loopback (one client, sequential calls), against the server started here (by default
@@ -12,8 +13,8 @@ sequentially, and the in-process baseline is N threads calling `encode` at once:
 of a server under load, where the server's batching can merge concurrent requests and one
 call's transport can overlap another's model; the one-image latencies stay one sequential
 client's. With --idle-ms MS each one-image call comes MS after the last, as a search page's
-queries do, instead of back to back: the model's threads have gone to sleep by then, and on a
-shared machine its weights have left the caches.
+queries do, instead of back to back: each call then runs cold (its code, data and weights out
+of the caches, its threads asleep).
 
 The images are float32 in [0, 1]; with --uint8 both paths get the same images as uint8, as from
 8-bit scans, which the client sends to the `encode_pixels` signature (a quarter of the bytes).

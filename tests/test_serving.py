@@ -362,10 +362,11 @@ def test_grpc_floor_echoes_raw_bytes_of_the_sizes_asked():
     call with the response size it was started with, whatever the request."""
     from benchmarks.grpc_floor import start_server
 
-    process, call = start_server(3000)
+    process, channel, call = start_server(3000)
     try:
         assert len(call(b"\1" * 70000)) == 3000 and len(call(b"")) == 3000
     finally:
+        channel.close()
         process.terminate()
         process.wait()
 

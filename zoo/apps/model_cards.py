@@ -945,17 +945,16 @@ SERVING_LOAD_NOTE = (
     "threads calling `encode` at once, and no-model img/s is the same N clients against "
     "`benchmarks.grpc_echo`. This is the server's throughput under load: its batching merges "
     "requests that arrive while both batch threads are busy, and one call's transport overlaps "
-    "another's model. The model, the transport and the clients share the same two cores, so "
-    "served img/s stays below both in-process img/s and no-model img/s. The one-image latency "
-    "line is still one sequential client's.")
+    "another's model; the model, the transport and the clients share the same two cores. "
+    "No-model img/s is what the transport alone allows at that concurrency. The one-image "
+    "latency line is still one sequential client's.")
 
 
 SERVING_IDLE_NOTE = (
     "One-image calls N ms apart (`--idle-ms N`) time lone requests, as a search page sends its "
-    "queries, instead of calls back to back: by then the model's threads have gone to sleep "
-    "and, on this shared virtual machine, much of its weights has left the caches (sketch-GAN+'s "
-    "whitening matrix alone is 3.7 MB), so both the in-process and the served call take longer "
-    "than back to back. Issue 16's one-image p99 is the back-to-back figure.")
+    "queries, instead of calls back to back: each call then runs cold (its code, data and "
+    "weights out of the caches, its threads asleep), in process as well as served, and takes "
+    "longer than back to back. Issue 16's one-image p99 is the back-to-back figure.")
 
 
 def _op_label(operation, kind, ms):
