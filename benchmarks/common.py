@@ -53,6 +53,13 @@ def test_images(count, seed=0):
     return np.asarray(images, np.float32).reshape(count, 64, 64, 1)
 
 
+def markdown_table(header, rows):
+    """Lines of a Markdown table with `header` and `rows` (sequences of formatted cells), as the
+    benchmarks record them for MODELS.md."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def parser(description):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=MODEL,

@@ -143,9 +143,10 @@ def main(argv=None):
     for values in table:
         print("  ".join(f"{value:>{len(name)}s}" for name, value in zip(header, values)))
     if args.record:
-        markdown = (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                    + ["| " + " | ".join(values) + " |" for values in table])
-        print(f"recorded: {record('grpc_floor', {'setting': setting, 'table': markdown}, command)}")
+        from benchmarks.common import markdown_table
+
+        result = {"setting": setting, "table": markdown_table(header, table)}
+        print(f"recorded: {record('grpc_floor', result, command)}")
 
 
 def _grpc_version():

@@ -108,7 +108,7 @@ def _start_echo(embedding_dim, keep_memory):
 
 
 def main(argv=None):
-    from benchmarks.common import parser, start, test_images
+    from benchmarks.common import markdown_table, parser, start, test_images
     from zoo.precision import PRECISIONS
     from zoo.apps.evaluation.speed import command_line, machine_and_load, record
 
@@ -194,13 +194,12 @@ def main(argv=None):
                f"p50 {np.percentile(local, 50):.1f} ms, p99 {np.percentile(local, 99):.1f} ms)")
     print(latency)
     if args.record:
-        table = (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                 + ["| " + " | ".join(values) + " |" for values in table])
         result = {"model": args.model, "precision": args.precision, "server": args.kind,
                   "batching": os.path.basename(args.batching) if args.batching else "off",
                   "keep_memory": keep_memory, "images": pixels(args.uint8),
                   "clients": args.clients, "idle_ms": args.idle_ms,
-                  "transport": f"{clients_in_words(args.clients)} on loopback", "table": table,
+                  "transport": f"{clients_in_words(args.clients)} on loopback",
+                  "table": markdown_table(header, table),
                   "latency": latency}
         name = "_".join(["serving", args.model]
                         + ([args.precision] if args.precision != "float32" else [])

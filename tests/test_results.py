@@ -150,6 +150,7 @@ def test_the_speed_section_renders_served_throughput_under_load(results_dir):
     """A serving_throughput record with several clients gets its own heading, its clients in the
     description and the note on what concurrent clients measure; one with one client keeps the
     ceiling note."""
+    from benchmarks.common import markdown_table
     from benchmarks.serving_throughput import _table, clients_in_words
     from zoo.apps import model_cards
 
@@ -161,8 +162,7 @@ def test_the_speed_section_renders_served_throughput_under_load(results_dir):
             "keep_memory": True, "images": "uint8 images (encode_pixels)", "clients": clients,
             "idle_ms": 100 if clients == 1 else 0,
             "transport": f"{clients_in_words(clients)} on loopback",
-            "table": ["| " + " | ".join(header) + " |"] + ["| " + " | ".join(values) + " |"
-                                                           for values in table],
+            "table": markdown_table(header, table),
             "latency": "single 64x64 image: p50 1.9 ms"}, "python -m benchmarks.x")
     text = "\n".join(model_cards._speed_section())
     assert "### Serving m, uint8 images, 4 concurrent clients\n" in text
